@@ -1,0 +1,178 @@
+//! The `radit` command line.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use burn::tensor::Device;
+use clap::{Parser, Subcommand, ValueEnum};
+use radit_models::{generate, ChatMessage, Encoder, GenerationConfig, Generator, Pooling};
+
+/// radit: retrieval-augmented dual instruction tuning (RA-DIT) in Rust.
+#[derive(Parser)]
+#[command(name = "radit", version, about)]
+struct Cli {
+    /// Compute device: `cpu` (burn's flex backend) or `wgpu` (GPU; Vulkan's software
+    /// driver where there is none).
+    #[arg(long, global = true, default_value = "cpu")]
+    device: DeviceArg,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum DeviceArg {
+    Cpu,
+    Wgpu,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum PoolingArg {
+    Mean,
+    Cls,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ModelKind {
+    Generator,
+    Encoder,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Continue a prompt with a generator (the chat template is applied when the model has one).
+    Generate {
+        /// Model: a directory, a .gguf file, or a hub id (owner/name, owner/name:file.gguf).
+        #[arg(long)]
+        model: String,
+        /// The prompt (the user message, for chat models).
+        #[arg(long)]
+        prompt: String,
+        /// Most new tokens to produce.
+        #[arg(long, default_value_t = 64)]
+        max_new_tokens: usize,
+        /// Sampling temperature; 0 is greedy.
+        #[arg(long, default_value_t = 0.0)]
+        temperature: f32,
+        /// Nucleus sampling threshold.
+        #[arg(long, default_value_t = 1.0)]
+        top_p: f32,
+        /// Sampling seed.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Feed the prompt as raw text even if the model has a chat template.
+        #[arg(long)]
+        raw: bool,
+        /// System message for chat models.
+        #[arg(long)]
+        system: Option<String>,
+    },
+    /// Print the sentence embedding of a text as a JSON array.
+    Embed {
+        /// Model: a directory or a hub id.
+        #[arg(long)]
+        model: String,
+        /// Text to embed (repeat for several; one JSON array per line).
+        #[arg(long, required = true)]
+        text: Vec<String>,
+        /// Override the pooling from the model's sentence-transformers config.
+        #[arg(long)]
+        pooling: Option<PoolingArg>,
+        /// Override normalization: true or false.
+        #[arg(long)]
+        normalize: Option<bool>,
+    },
+    /// Write a model as a Hugging Face safetensors checkpoint.
+    Export {
+        /// Model to read.
+        #[arg(long)]
+        model: String,
+        /// Output directory.
+        #[arg(long)]
+        out: PathBuf,
+        /// Which kind of model it is.
+        #[arg(long, value_enum, default_value = "generator")]
+        kind: ModelKind,
+    },
+}
+
+fn device(arg: DeviceArg) -> Device {
+    match arg {
+        DeviceArg::Cpu => Device::flex(),
+        DeviceArg::Wgpu => Device::wgpu(Default::default()),
+    }
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let device = device(cli.device);
+    match cli.command {
+        Command::Generate {
+            model,
+            prompt,
+            max_new_tokens,
+            temperature,
+            top_p,
+            seed,
+            raw,
+            system,
+        } => {
+            let g = Generator::load(&model, &device)
+                .with_context(|| format!("loading generator {model}"))?;
+            let text = if g.tokenizer.chat_template().is_some() && !raw {
+                let mut messages = Vec::new();
+                if let Some(system) = system {
+                    messages.push(ChatMessage::new("system", system));
+                }
+                messages.push(ChatMessage::new("user", prompt));
+                g.tokenizer.apply_chat_template(&messages, true)?
+            } else {
+                prompt
+            };
+            let ids = g.tokenizer.encode(&text)?;
+            if ids.is_empty() {
+                bail!("the prompt encodes to no tokens");
+            }
+            let config = GenerationConfig {
+                max_new_tokens,
+                temperature,
+                top_p,
+                seed,
+                stop_ids: g.tokenizer.stop_ids().to_vec(),
+                use_cache: true,
+            };
+            let new = generate(&g.model, &[ids], &config, g.tokenizer.pad_id())?;
+            let tokens = new.into_iter().next().unwrap_or_default();
+            println!("{}", g.tokenizer.decode(&tokens, true)?);
+        }
+        Command::Embed {
+            model,
+            text,
+            pooling,
+            normalize,
+        } => {
+            let mut e = Encoder::load(&model, &device)
+                .with_context(|| format!("loading encoder {model}"))?;
+            if let Some(p) = pooling {
+                e.pooling = match p {
+                    PoolingArg::Mean => Pooling::Mean,
+                    PoolingArg::Cls => Pooling::Cls,
+                };
+            }
+            if let Some(n) = normalize {
+                e.normalize = n;
+            }
+            let texts: Vec<&str> = text.iter().map(String::as_str).collect();
+            for v in e.embed(&texts)? {
+                println!("{}", serde_json::to_string(&v)?);
+            }
+        }
+        Command::Export { model, out, kind } => {
+            match kind {
+                ModelKind::Generator => Generator::load(&model, &device)?.export(&out)?,
+                ModelKind::Encoder => Encoder::load(&model, &device)?.export(&out)?,
+            }
+            eprintln!("wrote {}", out.display());
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,403 @@
+//! Model hyper-parameters, read from Hugging Face `config.json` files or GGUF metadata.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{ModelError, Result};
+
+/// Architectures the decoder implements (`architectures[0]` or `model_type` in `config.json`).
+pub const LLAMA_ARCHITECTURES: &[&str] =
+    &["LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM"];
+/// Architectures the encoder implements.
+pub const BERT_ARCHITECTURES: &[&str] = &["BertModel", "BertForMaskedLM", "BertForPreTraining"];
+
+/// Llama-3 style RoPE frequency scaling (`rope_scaling` with `rope_type = "llama3"`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RopeScaling {
+    /// Always `"llama3"`; other scaling types are rejected when the config is read.
+    pub rope_type: String,
+    /// Overall context-extension factor.
+    pub factor: f64,
+    /// Wavelengths longer than `original_max_position_embeddings / low_freq_factor` are divided by `factor`.
+    pub low_freq_factor: f64,
+    /// Wavelengths shorter than `original_max_position_embeddings / high_freq_factor` are kept.
+    pub high_freq_factor: f64,
+    /// Context length the model was pre-trained with.
+    pub original_max_position_embeddings: usize,
+}
+
+/// Hyper-parameters of a Llama-family decoder.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LlamaConfig {
+    /// Vocabulary size (rows of the embedding matrix).
+    pub vocab_size: usize,
+    /// Model width.
+    pub hidden_size: usize,
+    /// SwiGLU inner width.
+    pub intermediate_size: usize,
+    /// Number of decoder blocks.
+    pub num_hidden_layers: usize,
+    /// Query heads.
+    pub num_attention_heads: usize,
+    /// Key/value heads (grouped-query attention when smaller than the query heads).
+    pub num_key_value_heads: usize,
+    /// Per-head width; `hidden_size / num_attention_heads` unless the config says otherwise.
+    pub head_dim: usize,
+    /// RMSNorm epsilon.
+    pub rms_norm_eps: f64,
+    /// RoPE base frequency.
+    pub rope_theta: f64,
+    /// Optional Llama-3 frequency scaling.
+    pub rope_scaling: Option<RopeScaling>,
+    /// Longest sequence the model supports.
+    pub max_position_embeddings: usize,
+    /// Whether the output projection shares the token-embedding matrix.
+    pub tie_word_embeddings: bool,
+    /// Whether q/k/v projections carry a bias (Qwen2).
+    pub attention_bias: bool,
+    /// Beginning-of-sequence token id, if the model has one.
+    pub bos_token_id: Option<u32>,
+    /// End-of-sequence token ids (a config may list several).
+    pub eos_token_ids: Vec<u32>,
+    /// The architecture name written back on export.
+    pub architecture: String,
+}
+
+/// Hyper-parameters of a BERT-family encoder.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BertConfig {
+    /// Vocabulary size.
+    pub vocab_size: usize,
+    /// Model width.
+    pub hidden_size: usize,
+    /// Number of encoder blocks.
+    pub num_hidden_layers: usize,
+    /// Attention heads.
+    pub num_attention_heads: usize,
+    /// Feed-forward inner width.
+    pub intermediate_size: usize,
+    /// Learned absolute positions.
+    pub max_position_embeddings: usize,
+    /// Token-type (segment) vocabulary.
+    pub type_vocab_size: usize,
+    /// LayerNorm epsilon.
+    pub layer_norm_eps: f64,
+    /// Padding token id.
+    pub pad_token_id: u32,
+}
+
+#[derive(Deserialize)]
+struct RawLlama {
+    architectures: Option<Vec<String>>,
+    model_type: Option<String>,
+    vocab_size: usize,
+    hidden_size: usize,
+    intermediate_size: usize,
+    num_hidden_layers: usize,
+    num_attention_heads: usize,
+    num_key_value_heads: Option<usize>,
+    head_dim: Option<usize>,
+    rms_norm_eps: Option<f64>,
+    rope_theta: Option<f64>,
+    rope_scaling: Option<serde_json::Value>,
+    max_position_embeddings: Option<usize>,
+    tie_word_embeddings: Option<bool>,
+    attention_bias: Option<bool>,
+    bos_token_id: Option<serde_json::Value>,
+    eos_token_id: Option<serde_json::Value>,
+}
+
+#[derive(Deserialize)]
+struct RawBert {
+    vocab_size: usize,
+    hidden_size: usize,
+    num_hidden_layers: usize,
+    num_attention_heads: usize,
+    intermediate_size: usize,
+    max_position_embeddings: usize,
+    type_vocab_size: Option<usize>,
+    layer_norm_eps: Option<f64>,
+    pad_token_id: Option<u32>,
+    hidden_act: Option<String>,
+    position_embedding_type: Option<String>,
+}
+
+/// Which model family a `config.json` describes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModelFamily {
+    /// A Llama-family decoder.
+    Llama,
+    /// A BERT-family encoder.
+    Bert,
+}
+
+/// Reads a `config.json` into a JSON value, with the path in any error.
+pub fn read_config_json(path: &Path) -> Result<serde_json::Value> {
+    let text = std::fs::read_to_string(path).map_err(|e| ModelError::io(path, e))?;
+    serde_json::from_str(&text).map_err(|e| ModelError::config(path, e.to_string()))
+}
+
+/// Decides the family of a `config.json`, or names the unsupported architecture.
+pub fn model_family(path: &Path, config: &serde_json::Value) -> Result<ModelFamily> {
+    let archs: Vec<String> = config
+        .get("architectures")
+        .and_then(|a| a.as_array())
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    let model_type = config.get("model_type").and_then(|v| v.as_str());
+    let is = |list: &[&str]| archs.iter().any(|a| list.contains(&a.as_str()));
+    if is(LLAMA_ARCHITECTURES) || matches!(model_type, Some("llama" | "mistral" | "qwen2")) {
+        return Ok(ModelFamily::Llama);
+    }
+    if is(BERT_ARCHITECTURES) || model_type == Some("bert") {
+        return Ok(ModelFamily::Bert);
+    }
+    let found = archs
+        .first()
+        .cloned()
+        .or(model_type.map(str::to_owned))
+        .unwrap_or_else(|| "<none given>".into());
+    Err(ModelError::UnsupportedArchitecture {
+        path: path.to_path_buf(),
+        found,
+        supported: [LLAMA_ARCHITECTURES, BERT_ARCHITECTURES]
+            .concat()
+            .join(", "),
+    })
+}
+
+fn token_ids(value: &Option<serde_json::Value>) -> Vec<u32> {
+    match value {
+        Some(serde_json::Value::Number(n)) => n.as_u64().map(|v| v as u32).into_iter().collect(),
+        Some(serde_json::Value::Array(a)) => a
+            .iter()
+            .filter_map(|v| v.as_u64().map(|v| v as u32))
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+impl LlamaConfig {
+    /// Parses a Llama-family `config.json` value; `path` is used in error messages.
+    pub fn from_json(path: &Path, value: &serde_json::Value) -> Result<Self> {
+        if model_family(path, value)? != ModelFamily::Llama {
+            return Err(ModelError::UnsupportedArchitecture {
+                path: path.to_path_buf(),
+                found: value
+                    .get("model_type")
+                    .and_then(|v| v.as_str())
+                    .unwrap_or("?")
+                    .into(),
+                supported: LLAMA_ARCHITECTURES.join(", "),
+            });
+        }
+        let raw: RawLlama = serde_json::from_value(value.clone())
+            .map_err(|e| ModelError::config(path, e.to_string()))?;
+        let rope_scaling = match &raw.rope_scaling {
+            None | Some(serde_json::Value::Null) => None,
+            Some(v) => {
+                let kind = v
+                    .get("rope_type")
+                    .or_else(|| v.get("type"))
+                    .and_then(|t| t.as_str())
+                    .unwrap_or("");
+                match kind {
+                    "llama3" => Some(RopeScaling {
+                        rope_type: "llama3".into(),
+                        factor: num(path, v, "factor")?,
+                        low_freq_factor: num(path, v, "low_freq_factor")?,
+                        high_freq_factor: num(path, v, "high_freq_factor")?,
+                        original_max_position_embeddings: num(
+                            path,
+                            v,
+                            "original_max_position_embeddings",
+                        )? as usize,
+                    }),
+                    "default" => None,
+                    other => {
+                        return Err(ModelError::config(
+                            path,
+                            format!("unsupported rope_scaling type `{other}` (supported: llama3)"),
+                        ))
+                    }
+                }
+            }
+        };
+        let config = Self {
+            vocab_size: raw.vocab_size,
+            hidden_size: raw.hidden_size,
+            intermediate_size: raw.intermediate_size,
+            num_hidden_layers: raw.num_hidden_layers,
+            num_attention_heads: raw.num_attention_heads,
+            num_key_value_heads: raw.num_key_value_heads.unwrap_or(raw.num_attention_heads),
+            head_dim: raw
+                .head_dim
+                .unwrap_or(raw.hidden_size / raw.num_attention_heads.max(1)),
+            rms_norm_eps: raw.rms_norm_eps.unwrap_or(1e-6),
+            rope_theta: raw.rope_theta.unwrap_or(10_000.0),
+            rope_scaling,
+            max_position_embeddings: raw.max_position_embeddings.unwrap_or(2048),
+            tie_word_embeddings: raw.tie_word_embeddings.unwrap_or(false),
+            attention_bias: raw
+                .attention_bias
+                .unwrap_or(raw.model_type.as_deref() == Some("qwen2")),
+            bos_token_id: token_ids(&raw.bos_token_id).first().copied(),
+            eos_token_ids: token_ids(&raw.eos_token_id),
+            architecture: raw
+                .architectures
+                .and_then(|a| a.into_iter().next())
+                .unwrap_or_else(|| "LlamaForCausalLM".into()),
+        };
+        config.validate(path)?;
+        Ok(config)
+    }
+
+    /// Checks the invariants the forward pass relies on.
+    pub fn validate(&self, path: &Path) -> Result<()> {
+        let err = |m: String| Err(ModelError::config(path, m));
+        if self.num_attention_heads == 0 || self.num_key_value_heads == 0 {
+            return err("attention head counts must be positive".into());
+        }
+        if self.num_attention_heads % self.num_key_value_heads != 0 {
+            return err(format!(
+                "num_attention_heads {} is not a multiple of num_key_value_heads {}",
+                self.num_attention_heads, self.num_key_value_heads
+            ));
+        }
+        if self.head_dim == 0 || self.head_dim % 2 != 0 {
+            return err(format!(
+                "head_dim {} must be even and positive",
+                self.head_dim
+            ));
+        }
+        if self.vocab_size == 0 || self.hidden_size == 0 || self.num_hidden_layers == 0 {
+            return err("vocab_size, hidden_size and num_hidden_layers must be positive".into());
+        }
+        Ok(())
+    }
+
+    /// The `config.json` document transformers expects for this model.
+    pub fn to_hf_json(&self) -> serde_json::Value {
+        let mut v = serde_json::json!({
+            "architectures": [self.architecture],
+            "model_type": match self.architecture.as_str() {
+                "MistralForCausalLM" => "mistral",
+                "Qwen2ForCausalLM" => "qwen2",
+                _ => "llama",
+            },
+            "vocab_size": self.vocab_size,
+            "hidden_size": self.hidden_size,
+            "intermediate_size": self.intermediate_size,
+            "num_hidden_layers": self.num_hidden_layers,
+            "num_attention_heads": self.num_attention_heads,
+            "num_key_value_heads": self.num_key_value_heads,
+            "head_dim": self.head_dim,
+            "hidden_act": "silu",
+            "rms_norm_eps": self.rms_norm_eps,
+            "rope_theta": self.rope_theta,
+            "max_position_embeddings": self.max_position_embeddings,
+            "tie_word_embeddings": self.tie_word_embeddings,
+            "attention_bias": self.attention_bias,
+            "mlp_bias": false,
+            "torch_dtype": "float32",
+        });
+        if let Some(s) = &self.rope_scaling {
+            v["rope_scaling"] = serde_json::to_value(s).unwrap_or_default();
+        }
+        if let Some(b) = self.bos_token_id {
+            v["bos_token_id"] = b.into();
+        }
+        match self.eos_token_ids.as_slice() {
+            [] => {}
+            [one] => v["eos_token_id"] = (*one).into(),
+            many => v["eos_token_id"] = many.into(),
+        }
+        v
+    }
+}
+
+fn num(path: &Path, v: &serde_json::Value, key: &str) -> Result<f64> {
+    v.get(key)
+        .and_then(|x| x.as_f64())
+        .ok_or_else(|| ModelError::config(path, format!("rope_scaling.{key} is missing")))
+}
+
+impl BertConfig {
+    /// Parses a BERT-family `config.json` value; `path` is used in error messages.
+    pub fn from_json(path: &Path, value: &serde_json::Value) -> Result<Self> {
+        if model_family(path, value)? != ModelFamily::Bert {
+            return Err(ModelError::UnsupportedArchitecture {
+                path: path.to_path_buf(),
+                found: value
+                    .get("model_type")
+                    .and_then(|v| v.as_str())
+                    .unwrap_or("?")
+                    .into(),
+                supported: BERT_ARCHITECTURES.join(", "),
+            });
+        }
+        let raw: RawBert = serde_json::from_value(value.clone())
+            .map_err(|e| ModelError::config(path, e.to_string()))?;
+        if let Some(act) = raw.hidden_act.as_deref() {
+            if act != "gelu" {
+                return Err(ModelError::config(
+                    path,
+                    format!("unsupported hidden_act `{act}` (supported: gelu)"),
+                ));
+            }
+        }
+        if let Some(kind) = raw.position_embedding_type.as_deref() {
+            if kind != "absolute" {
+                return Err(ModelError::config(
+                    path,
+                    format!("unsupported position_embedding_type `{kind}` (supported: absolute)"),
+                ));
+            }
+        }
+        if raw.num_attention_heads == 0 || raw.hidden_size % raw.num_attention_heads != 0 {
+            return Err(ModelError::config(
+                path,
+                format!(
+                    "hidden_size {} is not a multiple of num_attention_heads {}",
+                    raw.hidden_size, raw.num_attention_heads
+                ),
+            ));
+        }
+        Ok(Self {
+            vocab_size: raw.vocab_size,
+            hidden_size: raw.hidden_size,
+            num_hidden_layers: raw.num_hidden_layers,
+            num_attention_heads: raw.num_attention_heads,
+            intermediate_size: raw.intermediate_size,
+            max_position_embeddings: raw.max_position_embeddings,
+            type_vocab_size: raw.type_vocab_size.unwrap_or(2),
+            layer_norm_eps: raw.layer_norm_eps.unwrap_or(1e-12),
+            pad_token_id: raw.pad_token_id.unwrap_or(0),
+        })
+    }
+
+    /// The `config.json` document transformers expects for this model.
+    pub fn to_hf_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "architectures": ["BertModel"],
+            "model_type": "bert",
+            "vocab_size": self.vocab_size,
+            "hidden_size": self.hidden_size,
+            "num_hidden_layers": self.num_hidden_layers,
+            "num_attention_heads": self.num_attention_heads,
+            "intermediate_size": self.intermediate_size,
+            "max_position_embeddings": self.max_position_embeddings,
+            "type_vocab_size": self.type_vocab_size,
+            "layer_norm_eps": self.layer_norm_eps,
+            "pad_token_id": self.pad_token_id,
+            "hidden_act": "gelu",
+            "position_embedding_type": "absolute",
+            "torch_dtype": "float32",
+        })
+    }
+}

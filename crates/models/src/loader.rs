@@ -1,0 +1,266 @@
+//! One call from a model spec (directory, GGUF file or hub id) to a ready model + tokenizer.
+
+use std::path::Path;
+
+use burn::tensor::{Device, Tensor};
+
+use crate::batch::TokenBatch;
+use crate::bert::{Bert, Pooling};
+use crate::config::{read_config_json, BertConfig, LlamaConfig};
+use crate::error::{ModelError, Result};
+use crate::gguf::GgufFile;
+use crate::layers::to_host;
+use crate::llama::Llama;
+use crate::source::{resolve, ResolvedSource};
+use crate::tokenizer::{EncodeOptions, TextTokenizer};
+use crate::weights::{GgufLlamaSource, SafetensorsSource, TensorSource};
+
+/// A decoder and its tokenizer.
+#[derive(Debug)]
+pub struct Generator {
+    /// The language model.
+    pub model: Llama,
+    /// Its tokenizer (chat template and stop tokens included).
+    pub tokenizer: TextTokenizer,
+}
+
+/// An encoder, its tokenizer and how it turns token states into one vector.
+#[derive(Debug)]
+pub struct Encoder {
+    /// The encoder.
+    pub model: Bert,
+    /// Its tokenizer.
+    pub tokenizer: TextTokenizer,
+    /// Sentence pooling.
+    pub pooling: Pooling,
+    /// Whether embeddings are L2-normalized.
+    pub normalize: bool,
+    /// Longest input in tokens (longer texts are truncated).
+    pub max_length: usize,
+}
+
+impl Generator {
+    /// Loads a generator from a spec: a model directory, a `.gguf` file or a hub id.
+    pub fn load(spec: &str, device: &Device) -> Result<Self> {
+        match resolve(spec)? {
+            ResolvedSource::Dir(dir) => Self::load_dir(&dir, device),
+            ResolvedSource::Gguf(file) => Self::load_gguf(&file, device),
+        }
+    }
+
+    /// Loads `config.json`, safetensors weights and `tokenizer.json` from a directory.
+    pub fn load_dir(dir: &Path, device: &Device) -> Result<Self> {
+        let config_path = dir.join("config.json");
+        let config = LlamaConfig::from_json(&config_path, &read_config_json(&config_path)?)?;
+        let mut tokenizer = TextTokenizer::from_dir(dir)?;
+        tokenizer.check_model_vocab(config.vocab_size)?;
+        for &id in &config.eos_token_ids {
+            tokenizer.add_stop_id(id);
+        }
+        let source = SafetensorsSource::open_dir(dir)?;
+        let model = Llama::load(&source, config, device)?;
+        Ok(Self { model, tokenizer })
+    }
+
+    /// Loads a Llama-architecture GGUF file: weights dequantized to f32, config and
+    /// tokenizer rebuilt from its metadata.
+    pub fn load_gguf(path: &Path, device: &Device) -> Result<Self> {
+        let file = GgufFile::open(path)?;
+        let config = llama_config_from_gguf(path, &file)?;
+        let mut tokenizer = TextTokenizer::from_json(&file.tokenizer_json()?)?;
+        tokenizer.check_model_vocab(config.vocab_size)?;
+        let token = |key: &str| {
+            file.get_u64(key)
+                .ok()
+                .and_then(|id| tokenizer.inner().id_to_token(id as u32))
+        };
+        let (bos, eos) = (
+            token("tokenizer.ggml.bos_token_id"),
+            token("tokenizer.ggml.eos_token_id"),
+        );
+        tokenizer.set_special_tokens(bos, eos);
+        if let Ok(pad) = file.get_u64("tokenizer.ggml.padding_token_id") {
+            tokenizer.set_pad_id(pad as u32);
+        }
+        // Chat models end a turn with <|im_end|>/<|eot_id|> even when EOS is another token.
+        for stop in ["<|im_end|>", "<|eot_id|>", "<|end|>"] {
+            if let Some(id) = tokenizer.token_id(stop) {
+                tokenizer.add_stop_id(id);
+            }
+        }
+        tokenizer.set_chat_template(file.chat_template().map(str::to_owned));
+        let source = GgufLlamaSource::new(
+            path,
+            file,
+            config.num_attention_heads,
+            config.num_key_value_heads,
+        );
+        let model = Llama::load(&source, config, device)?;
+        Ok(Self { model, tokenizer })
+    }
+}
+
+fn llama_config_from_gguf(path: &Path, file: &GgufFile) -> Result<LlamaConfig> {
+    let arch = file.architecture()?.to_owned();
+    if arch != "llama" {
+        return Err(ModelError::UnsupportedArchitecture {
+            path: path.to_path_buf(),
+            found: arch,
+            supported: "llama".into(),
+        });
+    }
+    if file.tensor("rope_freqs.weight").is_some() {
+        return Err(ModelError::config(
+            path,
+            "GGUF files with Llama-3 RoPE frequency factors (rope_freqs.weight) are not supported yet; \
+             load the safetensors checkpoint instead",
+        ));
+    }
+    let key = |k: &str| format!("{arch}.{k}");
+    let u = |k: &str| file.get_u64(&key(k)).map(|v| v as usize);
+    let embd = file
+        .tensor("token_embd.weight")
+        .ok_or_else(|| ModelError::MissingTensor {
+            source_name: path.display().to_string(),
+            tensor: "token_embd.weight".into(),
+        })?;
+    let vocab_size = embd.shape.first().copied().unwrap_or(0);
+    let heads = u("attention.head_count")?;
+    let hidden = u("embedding_length")?;
+    let eos: Vec<u32> = file
+        .get_u64("tokenizer.ggml.eos_token_id")
+        .ok()
+        .map(|v| v as u32)
+        .into_iter()
+        .collect();
+    let config = LlamaConfig {
+        vocab_size,
+        hidden_size: hidden,
+        intermediate_size: u("feed_forward_length")?,
+        num_hidden_layers: u("block_count")?,
+        num_attention_heads: heads,
+        num_key_value_heads: u("attention.head_count_kv").unwrap_or(heads),
+        head_dim: u("attention.key_length").unwrap_or(hidden / heads.max(1)),
+        rms_norm_eps: file
+            .get_f64(&key("attention.layer_norm_rms_epsilon"))
+            .unwrap_or(1e-5),
+        rope_theta: file.get_f64(&key("rope.freq_base")).unwrap_or(10_000.0),
+        rope_scaling: None,
+        max_position_embeddings: u("context_length").unwrap_or(2048),
+        tie_word_embeddings: file.tensor("output.weight").is_none(),
+        attention_bias: file.tensor("blk.0.attn_q.bias").is_some(),
+        bos_token_id: file
+            .get_u64("tokenizer.ggml.bos_token_id")
+            .ok()
+            .map(|v| v as u32),
+        eos_token_ids: eos,
+        architecture: "LlamaForCausalLM".into(),
+    };
+    config.validate(path)?;
+    Ok(config)
+}
+
+impl Encoder {
+    /// Loads an encoder from a model directory or hub id. Pooling, normalization and maximum
+    /// length come from the sentence-transformers files when present (mean pooling, no
+    /// normalization and 512 tokens otherwise).
+    pub fn load(spec: &str, device: &Device) -> Result<Self> {
+        match resolve(spec)? {
+            ResolvedSource::Dir(dir) => Self::load_dir(&dir, device),
+            ResolvedSource::Gguf(file) => Err(ModelError::Source {
+                source_spec: file.display().to_string(),
+                message: "encoders are loaded from safetensors directories, not GGUF".into(),
+            }),
+        }
+    }
+
+    /// Loads `config.json`, safetensors weights, `tokenizer.json` and sentence-transformers
+    /// settings from a directory.
+    pub fn load_dir(dir: &Path, device: &Device) -> Result<Self> {
+        let config_path = dir.join("config.json");
+        let config = BertConfig::from_json(&config_path, &read_config_json(&config_path)?)?;
+        let tokenizer = TextTokenizer::from_dir(dir)?;
+        tokenizer.check_model_vocab(config.vocab_size)?;
+        let (pooling, normalize, max_len) = sentence_transformers_settings(dir)?;
+        let max_length = max_len
+            .or(tokenizer.model_max_length())
+            .unwrap_or(512)
+            .min(config.max_position_embeddings);
+        let source = SafetensorsSource::open_dir(dir)?;
+        let model = Bert::load(&source as &dyn TensorSource, config, device)?;
+        Ok(Self {
+            model,
+            tokenizer,
+            pooling,
+            normalize,
+            max_length,
+        })
+    }
+
+    /// Embeds a batch of texts: `[texts.len(), hidden]` on the model's device.
+    pub fn embed_tensor(&self, texts: &[&str]) -> Result<Tensor<2>> {
+        let batch = self.encode(texts)?;
+        self.model.embed(&batch, self.pooling, self.normalize)
+    }
+
+    /// Tokenizes texts the way this encoder expects (special tokens, truncation, right padding).
+    pub fn encode(&self, texts: &[&str]) -> Result<TokenBatch> {
+        let options = EncodeOptions {
+            max_length: Some(self.max_length),
+            ..EncodeOptions::default()
+        };
+        self.tokenizer.encode_batch(texts, &options)
+    }
+
+    /// Embeds a batch of texts into host vectors.
+    pub fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
+        let t = to_host(self.embed_tensor(texts)?)?;
+        let dim = t.shape.get(1).copied().unwrap_or(0).max(1);
+        Ok(t.data.chunks(dim).map(<[f32]>::to_vec).collect())
+    }
+}
+
+fn read_json_opt(path: &Path) -> Result<Option<serde_json::Value>> {
+    if !path.is_file() {
+        return Ok(None);
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| ModelError::io(path, e))?;
+    serde_json::from_str(&text)
+        .map(Some)
+        .map_err(|e| ModelError::config(path, e.to_string()))
+}
+
+/// (pooling, normalize, max_seq_length) from `1_Pooling/config.json`, `modules.json` and
+/// `sentence_bert_config.json`.
+fn sentence_transformers_settings(dir: &Path) -> Result<(Pooling, bool, Option<usize>)> {
+    let pooling_path = dir.join("1_Pooling/config.json");
+    let pooling = match read_json_opt(&pooling_path)? {
+        Some(p) => {
+            let flag = |k: &str| p.get(k).and_then(|v| v.as_bool()).unwrap_or(false);
+            if flag("pooling_mode_cls_token") {
+                Pooling::Cls
+            } else if flag("pooling_mode_mean_tokens") {
+                Pooling::Mean
+            } else {
+                return Err(ModelError::config(
+                    &pooling_path,
+                    "only mean and cls pooling are supported",
+                ));
+            }
+        }
+        None => Pooling::Mean,
+    };
+    let normalize = read_json_opt(&dir.join("modules.json"))?
+        .and_then(|m| m.as_array().cloned())
+        .is_some_and(|mods| {
+            mods.iter().any(|m| {
+                m.get("type")
+                    .and_then(|t| t.as_str())
+                    .is_some_and(|t| t.ends_with("Normalize"))
+            })
+        });
+    let max_len = read_json_opt(&dir.join("sentence_bert_config.json"))?
+        .and_then(|c| c.get("max_seq_length").and_then(|v| v.as_u64()))
+        .map(|v| v as usize);
+    Ok((pooling, normalize, max_len))
+}

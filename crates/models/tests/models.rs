@@ -1,0 +1,326 @@
+//! Fast model tests on tiny random configs: decoding with and without the KV cache, padding,
+//! export round trips, the wgpu backend, and bad input. Real-weight parity lives in
+//! `real_weights.rs`.
+
+use std::path::Path;
+
+use burn::tensor::{Device, Tensor};
+use radit_models::config::LlamaConfig;
+use radit_models::layers::to_host;
+use radit_models::weights::SafetensorsSource;
+use radit_models::{
+    generate, random_bert, random_llama, Bert, BertConfig, Encoder, GenerationConfig, Generator,
+    Llama, ModelError, PaddingSide, Pooling, TextTokenizer, TokenBatch,
+};
+
+fn tiny_llama_config(vocab: usize, tied: bool) -> LlamaConfig {
+    LlamaConfig {
+        vocab_size: vocab,
+        hidden_size: 32,
+        intermediate_size: 64,
+        num_hidden_layers: 2,
+        num_attention_heads: 4,
+        num_key_value_heads: 2,
+        head_dim: 8,
+        rms_norm_eps: 1e-5,
+        rope_theta: 10_000.0,
+        rope_scaling: None,
+        max_position_embeddings: 128,
+        tie_word_embeddings: tied,
+        attention_bias: false,
+        bos_token_id: None,
+        eos_token_ids: vec![],
+        architecture: "LlamaForCausalLM".into(),
+    }
+}
+
+fn tiny_bert_config(vocab: usize) -> BertConfig {
+    BertConfig {
+        vocab_size: vocab,
+        hidden_size: 32,
+        num_hidden_layers: 2,
+        num_attention_heads: 4,
+        intermediate_size: 64,
+        max_position_embeddings: 64,
+        type_vocab_size: 2,
+        layer_norm_eps: 1e-12,
+        pad_token_id: 0,
+    }
+}
+
+/// A word-level tokenizer over `vocab` made-up words, enough to exercise the wrappers.
+fn tiny_tokenizer(vocab: usize) -> TextTokenizer {
+    let mut words = serde_json::Map::new();
+    words.insert("<pad>".into(), 0.into());
+    words.insert("<unk>".into(), 1.into());
+    for i in 2..vocab {
+        words.insert(format!("w{i}"), i.into());
+    }
+    let json = serde_json::json!({
+        "version": "1.0",
+        "truncation": null,
+        "padding": null,
+        "added_tokens": [],
+        "normalizer": null,
+        "pre_tokenizer": {"type": "Whitespace"},
+        "post_processor": null,
+        "decoder": null,
+        "model": {"type": "WordLevel", "vocab": words, "unk_token": "<unk>"}
+    });
+    TextTokenizer::from_json(&json).unwrap()
+}
+
+fn host(t: Tensor<2>) -> Vec<f32> {
+    to_host(t).unwrap().data
+}
+
+fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+fn tiny_llama(tied: bool, device: &Device) -> Llama {
+    let config = tiny_llama_config(97, tied);
+    Llama::load(&random_llama(&config, 42), config, device).unwrap()
+}
+
+#[test]
+fn kv_cache_decoding_matches_full_recompute() {
+    let device = Device::flex();
+    let model = tiny_llama(true, &device);
+    let prompts = vec![vec![5, 17, 3, 44, 9], vec![8, 2]];
+    let mut config = GenerationConfig {
+        max_new_tokens: 24,
+        ..Default::default()
+    };
+    let cached = generate(&model, &prompts, &config, 0).unwrap();
+    config.use_cache = false;
+    let full = generate(&model, &prompts, &config, 0).unwrap();
+    assert_eq!(cached, full);
+    assert_eq!(cached[0].len(), 24);
+}
+
+#[test]
+fn left_padding_does_not_change_next_token_logits() {
+    let device = Device::flex();
+    let model = tiny_llama(false, &device);
+    let short = vec![7u32, 30, 2];
+    let long = vec![11u32, 12, 13, 14, 15, 16];
+    let alone = host(
+        model
+            .next_token_logits(&TokenBatch::single(&short).unwrap(), None)
+            .unwrap(),
+    );
+    for side in [PaddingSide::Left, PaddingSide::Right] {
+        let batch = TokenBatch::from_rows(&[long.clone(), short.clone()], 0, side).unwrap();
+        let both = host(model.next_token_logits(&batch, None).unwrap());
+        let diff = max_abs_diff(&both[97..], &alone);
+        assert!(diff < 1e-5, "{side:?} padding changed logits by {diff}");
+    }
+}
+
+#[test]
+fn causal_mask_hides_future_tokens() {
+    let device = Device::flex();
+    let model = tiny_llama(true, &device);
+    let a = model
+        .forward(&TokenBatch::single(&[4, 5, 6, 7]).unwrap())
+        .unwrap();
+    let b = model
+        .forward(&TokenBatch::single(&[4, 5, 6, 90]).unwrap())
+        .unwrap();
+    let first = |t: Tensor<3>| to_host(t.slice([0..1, 0..3, 0..97])).unwrap().data;
+    let last = |t: Tensor<3>| to_host(t.slice([0..1, 3..4, 0..97])).unwrap().data;
+    assert_eq!(first(a.clone()), first(b.clone()));
+    assert!(max_abs_diff(&last(a), &last(b)) > 1e-4);
+}
+
+#[test]
+fn llama_export_round_trip_gives_identical_logits() {
+    let device = Device::flex();
+    for tied in [true, false] {
+        let generator = Generator {
+            model: tiny_llama(tied, &device),
+            tokenizer: tiny_tokenizer(97),
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("export");
+        generator.export(&out).unwrap();
+        let reloaded = Generator::load(out.to_str().unwrap(), &device).unwrap();
+        let batch = TokenBatch::single(&[3, 9, 27, 81]).unwrap();
+        let before = host(generator.model.next_token_logits(&batch, None).unwrap());
+        let after = host(reloaded.model.next_token_logits(&batch, None).unwrap());
+        assert_eq!(before, after, "tied={tied}");
+        assert_eq!(reloaded.model.config(), generator.model.config());
+        let has_head = SafetensorsSource::open_dir(&out)
+            .unwrap()
+            .names()
+            .any(|n| n == "lm_head.weight");
+        assert_eq!(has_head, !tied);
+    }
+}
+
+#[test]
+fn bert_export_round_trip_and_pooling() {
+    let device = Device::flex();
+    let config = tiny_bert_config(50);
+    let encoder = Encoder {
+        model: Bert::load(&random_bert(&config, 7), config, &device).unwrap(),
+        tokenizer: tiny_tokenizer(50),
+        pooling: Pooling::Mean,
+        normalize: true,
+        max_length: 16,
+    };
+    let texts = ["w2 w3 w4", "w10 w11 w12 w13 w14 w15"];
+    let before = encoder.embed(&texts).unwrap();
+    for v in &before {
+        let norm: f32 = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+        assert!((norm - 1.0).abs() < 1e-5, "norm {norm}");
+    }
+    // A padded row embeds as it does alone.
+    let alone = encoder.embed(&texts[..1]).unwrap();
+    assert!(max_abs_diff(&alone[0], &before[0]) < 1e-5);
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("enc");
+    encoder.export(&out).unwrap();
+    let reloaded = Encoder::load(out.to_str().unwrap(), &device).unwrap();
+    assert_eq!(
+        (reloaded.pooling, reloaded.normalize, reloaded.max_length),
+        (Pooling::Mean, true, 16)
+    );
+    assert_eq!(reloaded.embed(&texts).unwrap(), before);
+}
+
+#[test]
+fn truncated_safetensors_is_an_error() {
+    let device = Device::flex();
+    let generator = Generator {
+        model: tiny_llama(true, &device),
+        tokenizer: tiny_tokenizer(97),
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("m");
+    generator.export(&out).unwrap();
+    let weights = out.join("model.safetensors");
+    let bytes = std::fs::read(&weights).unwrap();
+    for cut in [bytes.len() - 100, 40, 5] {
+        std::fs::write(&weights, &bytes[..cut]).unwrap();
+        let err = Generator::load(out.to_str().unwrap(), &device).unwrap_err();
+        assert!(
+            matches!(err, ModelError::Safetensors { .. }),
+            "cut {cut}: {err}"
+        );
+        assert!(err.to_string().contains("model.safetensors"), "{err}");
+    }
+}
+
+fn write_config(dir: &Path, value: serde_json::Value) {
+    std::fs::write(dir.join("config.json"), value.to_string()).unwrap();
+}
+
+#[test]
+fn unsupported_architecture_is_an_error() {
+    let device = Device::flex();
+    let dir = tempfile::tempdir().unwrap();
+    write_config(
+        dir.path(),
+        serde_json::json!({"architectures": ["GPTNeoXForCausalLM"], "model_type": "gpt_neox"}),
+    );
+    let err = Generator::load(dir.path().to_str().unwrap(), &device).unwrap_err();
+    assert!(
+        matches!(err, ModelError::UnsupportedArchitecture { .. }),
+        "{err}"
+    );
+    let msg = err.to_string();
+    assert!(
+        msg.contains("GPTNeoXForCausalLM") && msg.contains("LlamaForCausalLM"),
+        "{msg}"
+    );
+    let err = Encoder::load(dir.path().to_str().unwrap(), &device).unwrap_err();
+    assert!(err.to_string().contains("BertModel"), "{err}");
+}
+
+#[test]
+fn tokenizer_larger_than_embedding_is_an_error() {
+    let device = Device::flex();
+    let generator = Generator {
+        model: tiny_llama(true, &device),
+        tokenizer: tiny_tokenizer(97),
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("m");
+    generator.export(&out).unwrap();
+    let big = tiny_tokenizer(500);
+    std::fs::write(out.join("tokenizer.json"), big.to_json_string().unwrap()).unwrap();
+    let err = Generator::load(out.to_str().unwrap(), &device).unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.contains("500") && msg.contains("97"), "{msg}");
+}
+
+#[test]
+fn out_of_vocabulary_ids_are_rejected() {
+    let device = Device::flex();
+    let model = tiny_llama(true, &device);
+    let err = model
+        .forward(&TokenBatch::single(&[3, 97]).unwrap())
+        .unwrap_err();
+    assert!(err.to_string().contains("97"), "{err}");
+}
+
+#[test]
+fn encode_batch_truncates_and_pads() {
+    let tok = tiny_tokenizer(50);
+    let options = radit_models::EncodeOptions {
+        max_length: Some(3),
+        padding: PaddingSide::Left,
+        ..Default::default()
+    };
+    let batch = tok.encode_batch(&["w2 w3 w4 w5", "w9"], &options).unwrap();
+    assert_eq!(batch.seq_len, 3);
+    assert_eq!(batch.ids, vec![2, 3, 4, 0, 0, 9]);
+    assert_eq!(batch.mask, vec![1, 1, 1, 0, 0, 1]);
+}
+
+/// The wgpu backend against the CPU one. Runs when `RADIT_WGPU_TESTS=1` (CI installs
+/// Mesa's software Vulkan driver); without a Vulkan device wgpu may fall back to GL, which
+/// deadlocks on medium sizes.
+#[test]
+fn wgpu_forward_matches_cpu() {
+    if std::env::var("RADIT_WGPU_TESTS").as_deref() != Ok("1") {
+        eprintln!("skipping wgpu_forward_matches_cpu: set RADIT_WGPU_TESTS=1 to run it");
+        return;
+    }
+    let cpu = Device::flex();
+    let gpu = Device::wgpu(Default::default());
+    let batch =
+        TokenBatch::from_rows(&[vec![5, 6, 7, 8, 9], vec![1, 2, 3]], 0, PaddingSide::Left).unwrap();
+    let config = tiny_llama_config(97, true);
+    let source = random_llama(&config, 3);
+    let on_cpu = host(
+        Llama::load(&source, config.clone(), &cpu)
+            .unwrap()
+            .next_token_logits(&batch, None)
+            .unwrap(),
+    );
+    let on_gpu = host(
+        Llama::load(&source, config, &gpu)
+            .unwrap()
+            .next_token_logits(&batch, None)
+            .unwrap(),
+    );
+    let diff = max_abs_diff(&on_cpu, &on_gpu);
+    eprintln!("llama logits, wgpu vs cpu: max |Δ| = {diff:e}");
+    assert!(diff < 1e-3, "llama wgpu vs cpu: {diff}");
+    let bert_config = tiny_bert_config(50);
+    let source = random_bert(&bert_config, 4);
+    let embed = |device: &Device| {
+        let bert = Bert::load(&source, bert_config.clone(), device).unwrap();
+        host(bert.embed(&batch, Pooling::Mean, true).unwrap())
+    };
+    let diff = max_abs_diff(&embed(&cpu), &embed(&gpu));
+    eprintln!("bert embeddings, wgpu vs cpu: max |Δ| = {diff:e}");
+    assert!(diff < 1e-3, "bert wgpu vs cpu: {diff}");
+}
