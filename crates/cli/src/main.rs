@@ -2,6 +2,8 @@
 
 use std::path::PathBuf;
 
+mod index;
+
 use anyhow::{bail, Context, Result};
 use burn::tensor::Device;
 use clap::{Parser, Subcommand, ValueEnum};
@@ -81,6 +83,9 @@ enum Command {
         #[arg(long)]
         normalize: Option<bool>,
     },
+    /// Build, search and inspect document indexes.
+    #[command(subcommand)]
+    Index(index::IndexCommand),
     /// Write a model as a Hugging Face safetensors checkpoint.
     Export {
         /// Model to read.
@@ -166,6 +171,7 @@ fn main() -> Result<()> {
                 println!("{}", serde_json::to_string(&v)?);
             }
         }
+        Command::Index(command) => index::run(command, &device)?,
         Command::Export { model, out, kind } => {
             match kind {
                 ModelKind::Generator => Generator::load(&model, &device)?.export(&out)?,

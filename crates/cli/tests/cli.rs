@@ -132,3 +132,82 @@ fn offline_hub_miss_names_id_and_cache() {
         "{err}"
     );
 }
+
+#[test]
+fn index_build_search_and_stats_with_minilm() {
+    let Some(root) = assets() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = dir.path().join("corpus.jsonl");
+    let docs = [
+        ("mars", "Mars", "Mars is the fourth planet from the Sun. Iron oxide on its surface gives it a reddish appearance, so it is often called the Red Planet."),
+        ("bach", "Johann Sebastian Bach", "Bach was a German composer of the Baroque period, known for the Brandenburg Concertos and the Mass in B minor."),
+        ("nile", "Nile", "The Nile is a major river in northeastern Africa that flows north into the Mediterranean Sea."),
+        ("photosynthesis", "Photosynthesis", "Photosynthesis is the process by which plants use sunlight, water and carbon dioxide to make sugar and oxygen."),
+    ];
+    let mut lines: Vec<String> = docs
+        .iter()
+        .map(|(id, title, text)| {
+            serde_json::json!({"id": id, "title": title, "text": text}).to_string()
+        })
+        .collect();
+    lines.insert(2, "{\"id\": \"broken\", \"title\": ".into());
+    std::fs::write(&corpus, lines.join("\n")).unwrap();
+    let index = dir.path().join("index");
+    let encoder = root.join("all-MiniLM-L6-v2");
+    let out = radit(
+        &[
+            "index",
+            "build",
+            "--corpus",
+            corpus.to_str().unwrap(),
+            "--encoder",
+            encoder.to_str().unwrap(),
+            "--out",
+            index.to_str().unwrap(),
+            "--bm25",
+            "--ann",
+            "hnsw",
+        ],
+        &[],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    // The malformed line is reported with file and line number, and counted.
+    assert!(stderr.contains("corpus.jsonl:3"), "{stderr}");
+    assert!(stderr.contains("1 malformed"), "{stderr}");
+
+    let search = |query: &str, mode: &str| {
+        let out = radit(
+            &[
+                "index",
+                "search",
+                index.to_str().unwrap(),
+                "--query",
+                query,
+                "-k",
+                "2",
+                "--mode",
+                mode,
+            ],
+            &[],
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.lines().nth(1).unwrap_or_default().to_owned()
+    };
+    assert!(search("Which planet is called the red planet?", "dense").contains("Mars"));
+    assert!(search("composer of the Brandenburg Concertos", "exact").contains("Bach"));
+    assert!(search("carbon dioxide", "bm25").contains("Photosynthesis"));
+    assert!(search("river flowing into the Mediterranean", "hybrid").contains("Nile"));
+
+    let out = radit(&["index", "stats", index.to_str().unwrap()], &[]);
+    let stats = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stats.contains("4 documents") && stats.contains("dim 384"),
+        "{stats}"
+    );
+}

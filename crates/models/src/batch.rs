@@ -26,6 +26,9 @@ pub struct TokenBatch {
     pub batch_size: usize,
     /// Columns per row.
     pub seq_len: usize,
+    /// For packed rows: which example each column belongs to (`[batch_size, seq_len]`,
+    /// 0 for padding). Attention stays inside an example and positions restart at each one.
+    pub segments: Option<Vec<u32>>,
 }
 
 impl TokenBatch {
@@ -60,7 +63,40 @@ impl TokenBatch {
             mask,
             batch_size: rows.len(),
             seq_len,
+            segments: None,
         })
+    }
+
+    /// A packed batch: `segments` (`[batch_size, seq_len]`, 0 = padding) says which example
+    /// each column belongs to; the mask is derived from it.
+    pub fn packed(
+        ids: Vec<u32>,
+        segments: Vec<u32>,
+        batch_size: usize,
+        seq_len: usize,
+    ) -> Result<Self> {
+        if ids.len() != batch_size * seq_len || segments.len() != ids.len() || ids.is_empty() {
+            return Err(ModelError::InvalidInput(format!(
+                "packed batch of {} ids and {} segment ids does not fill {batch_size}×{seq_len}",
+                ids.len(),
+                segments.len()
+            )));
+        }
+        let mask = segments.iter().map(|&s| u8::from(s != 0)).collect();
+        Ok(Self {
+            ids,
+            mask,
+            batch_size,
+            seq_len,
+            segments: Some(segments),
+        })
+    }
+
+    /// The segment ids of row `r`, if the batch is packed.
+    pub fn row_segments(&self, r: usize) -> Option<&[u32]> {
+        self.segments
+            .as_deref()
+            .map(|s| &s[r * self.seq_len..(r + 1) * self.seq_len])
     }
 
     /// A batch of one unpadded row.
@@ -116,11 +152,13 @@ pub(crate) const MASKED: f32 = -1.0e9;
 
 /// Builds the bias for `queries` new tokens attending over `keys_mask` (per row, all keys
 /// including cached ones). With `causal`, query `i` (absolute position `keys - queries + i`)
-/// sees only keys up to itself.
+/// sees only keys up to itself. With `segments` (packed rows, no cache), a query sees only
+/// keys of its own segment.
 pub(crate) fn attention_bias(
     keys_mask: &[Vec<u8>],
     queries: usize,
     causal: bool,
+    segments: Option<&[u32]>,
     device: &Device,
 ) -> Tensor<4> {
     let batch = keys_mask.len();
@@ -131,7 +169,9 @@ pub(crate) fn attention_bias(
         for q in 0..queries {
             let out = &mut bias[(b * queries + q) * keys..(b * queries + q + 1) * keys];
             for (k, v) in out.iter_mut().enumerate() {
-                if row[k] == 0 || (causal && k > past + q) {
+                let other_segment =
+                    segments.is_some_and(|seg| seg[b * keys + k] != seg[b * keys + past + q]);
+                if row[k] == 0 || (causal && k > past + q) || other_segment {
                     *v = MASKED;
                 }
             }

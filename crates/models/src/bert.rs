@@ -192,7 +192,7 @@ impl Bert {
             .add(e.token_type_embeddings.forward(types));
         let mut x = e.layer_norm.forward(x);
         let rows: Vec<Vec<u8>> = (0..b).map(|r| batch.row_mask(r).to_vec()).collect();
-        let bias = attention_bias(&rows, t, false, &device);
+        let bias = attention_bias(&rows, t, false, None, &device);
         for layer in &self.layers {
             x = layer.forward(x, &bias);
         }

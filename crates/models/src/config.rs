@@ -263,13 +263,16 @@ impl LlamaConfig {
         if self.num_attention_heads == 0 || self.num_key_value_heads == 0 {
             return err("attention head counts must be positive".into());
         }
-        if self.num_attention_heads % self.num_key_value_heads != 0 {
+        if !self
+            .num_attention_heads
+            .is_multiple_of(self.num_key_value_heads)
+        {
             return err(format!(
                 "num_attention_heads {} is not a multiple of num_key_value_heads {}",
                 self.num_attention_heads, self.num_key_value_heads
             ));
         }
-        if self.head_dim == 0 || self.head_dim % 2 != 0 {
+        if self.head_dim == 0 || !self.head_dim.is_multiple_of(2) {
             return err(format!(
                 "head_dim {} must be even and positive",
                 self.head_dim
@@ -359,7 +362,8 @@ impl BertConfig {
                 ));
             }
         }
-        if raw.num_attention_heads == 0 || raw.hidden_size % raw.num_attention_heads != 0 {
+        if raw.num_attention_heads == 0 || !raw.hidden_size.is_multiple_of(raw.num_attention_heads)
+        {
             return Err(ModelError::config(
                 path,
                 format!(

@@ -294,6 +294,36 @@ impl GgufValue {
     }
 }
 
+/// The type and value, briefly: `uint32 8192`, `string "llama"`, `array of 49152 string`.
+impl fmt::Display for GgufValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ", self.type_name())?;
+        match self {
+            Self::U8(v) => write!(f, "{v}"),
+            Self::I8(v) => write!(f, "{v}"),
+            Self::U16(v) => write!(f, "{v}"),
+            Self::I16(v) => write!(f, "{v}"),
+            Self::U32(v) => write!(f, "{v}"),
+            Self::I32(v) => write!(f, "{v}"),
+            Self::U64(v) => write!(f, "{v}"),
+            Self::I64(v) => write!(f, "{v}"),
+            Self::F32(v) => write!(f, "{v}"),
+            Self::F64(v) => write!(f, "{v}"),
+            Self::Bool(v) => write!(f, "{v}"),
+            // Chat templates run to kilobytes.
+            Self::String(s) if s.chars().count() > 60 => {
+                let head: String = s.chars().take(60).collect();
+                write!(f, "{head:?}...")
+            }
+            Self::String(s) => write!(f, "{s:?}"),
+            Self::Array(items) => match items.first() {
+                Some(first) => write!(f, "of {} {}", items.len(), first.type_name()),
+                None => f.write_str("(empty)"),
+            },
+        }
+    }
+}
+
 /// Where one tensor lives in the file and how to read it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct GgufTensorInfo {
@@ -821,15 +851,11 @@ impl GgufFile {
     }
 
     fn wrong_type(&self, key: &str, expected: &'static str, found: &GgufValue) -> GgufError {
-        let found = match found {
-            GgufValue::String(_) | GgufValue::Array(_) => found.type_name().to_string(),
-            other => format!("{} {other:?}", other.type_name()),
-        };
         GgufError::WrongType {
             path: self.path.clone(),
             key: key.to_string(),
             expected,
-            found,
+            found: found.to_string(),
         }
     }
 
@@ -1636,6 +1662,9 @@ mod tests {
             "{negative}"
         );
         assert!(f.get_f64("t.str").is_err());
+        assert_eq!(f.get("t.u32").unwrap().to_string(), "uint32 4000000000");
+        assert_eq!(f.get("t.arr").unwrap().to_string(), "array of 3 int32");
+        assert_eq!(f.get("t.str").unwrap().to_string(), "string \"naïve 東京\"");
 
         let a = f.tensor("a.f32").expect("a.f32");
         assert_eq!(a.shape, vec![2, 3]);

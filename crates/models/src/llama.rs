@@ -99,7 +99,7 @@ impl KvCache {
 }
 
 /// RoPE inverse frequencies, computed in f32 the way transformers does, with Llama-3 scaling.
-fn rope_inv_freq(config: &LlamaConfig) -> Vec<f32> {
+pub fn rope_inv_freq(config: &LlamaConfig) -> Vec<f32> {
     let d = config.head_dim;
     let base = config.rope_theta as f32;
     let mut inv: Vec<f32> = (0..d)
@@ -323,6 +323,10 @@ impl Llama {
             cache.layers = vec![None; self.layers.len()];
             cache.mask = vec![Vec::new(); b];
             cache.next_position = vec![0; b];
+        } else if batch.segments.is_some() {
+            return Err(ModelError::InvalidInput(
+                "packed batches cannot be decoded with a KV cache".into(),
+            ));
         } else if cache.mask.len() != b {
             return Err(ModelError::InvalidInput(format!(
                 "batch of {b} rows does not match the cache's {} rows",
@@ -332,10 +336,18 @@ impl Llama {
         let mut positions = Vec::with_capacity(b);
         for r in 0..b {
             let mut next = cache.next_position[r];
+            let segments = batch.row_segments(r);
             let row: Vec<usize> = batch
                 .row_mask(r)
                 .iter()
-                .map(|&m| {
+                .enumerate()
+                .map(|(i, &m)| {
+                    // Each packed example starts at position 0, as it would alone.
+                    if let Some(seg) = segments {
+                        if i > 0 && seg[i] != seg[i - 1] {
+                            next = 0;
+                        }
+                    }
                     let p = next;
                     if m != 0 {
                         next += 1;
@@ -348,7 +360,7 @@ impl Llama {
             positions.push(row);
         }
         let (cos, sin) = self.rope_tables(&positions, &device);
-        let bias = attention_bias(&cache.mask, t, true, &device);
+        let bias = attention_bias(&cache.mask, t, true, batch.segments.as_deref(), &device);
         let mut x = self.embed_tokens.forward(batch.ids_tensor(&device));
         for (layer, slot) in self.layers.iter().zip(cache.layers.iter_mut()) {
             let attn_in = layer.input_layernorm.forward(x.clone());
@@ -394,5 +406,68 @@ impl Llama {
             .collect();
         let last = Tensor::cat(rows, 0);
         Ok(self.logits(last).reshape([b, self.config.vocab_size]))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::RopeScaling;
+
+    fn config(theta: f64, scaling: Option<RopeScaling>) -> LlamaConfig {
+        LlamaConfig {
+            vocab_size: 8,
+            hidden_size: 64,
+            intermediate_size: 8,
+            num_hidden_layers: 1,
+            num_attention_heads: 1,
+            num_key_value_heads: 1,
+            head_dim: 64,
+            rms_norm_eps: 1e-5,
+            rope_theta: theta,
+            rope_scaling: scaling,
+            max_position_embeddings: 8,
+            tie_word_embeddings: true,
+            attention_bias: false,
+            bos_token_id: None,
+            eos_token_ids: vec![],
+            architecture: "LlamaForCausalLM".into(),
+        }
+    }
+
+    fn assert_close(ours: &[f32], reference: &serde_json::Value) {
+        let reference: Vec<f64> = reference
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect();
+        assert_eq!(ours.len(), reference.len());
+        for (a, b) in ours.iter().zip(&reference) {
+            let rel = (f64::from(*a) - b).abs() / b.abs();
+            assert!(rel < 1e-6, "{a} vs {b}");
+        }
+    }
+
+    /// Against transformers' own RoPE initialisation (`scripts/make_rope_fixture.py`).
+    #[test]
+    fn inverse_frequencies_match_transformers() {
+        let fx: serde_json::Value =
+            serde_json::from_str(include_str!("../tests/fixtures/rope_inv_freq.json")).unwrap();
+        assert_close(
+            &rope_inv_freq(&config(100_000.0, None)),
+            &fx["default"]["inv_freq"],
+        );
+        let scaling = RopeScaling {
+            rope_type: "llama3".into(),
+            factor: 32.0,
+            low_freq_factor: 1.0,
+            high_freq_factor: 4.0,
+            original_max_position_embeddings: 8192,
+        };
+        assert_close(
+            &rope_inv_freq(&config(500_000.0, Some(scaling))),
+            &fx["llama3"]["inv_freq"],
+        );
     }
 }

@@ -4,7 +4,7 @@ use std::path::Path;
 
 use burn::tensor::{Device, Tensor};
 
-use crate::batch::TokenBatch;
+use crate::batch::{PaddingSide, TokenBatch};
 use crate::bert::{Bert, Pooling};
 use crate::config::{read_config_json, BertConfig, LlamaConfig};
 use crate::error::{ModelError, Result};
@@ -37,6 +37,10 @@ pub struct Encoder {
     pub normalize: bool,
     /// Longest input in tokens (longer texts are truncated).
     pub max_length: usize,
+    /// Where the encoder was loaded from.
+    pub source: String,
+    /// Hash of the weight files (see [`SafetensorsSource::content_hash`]); empty when unknown.
+    pub weights_hash: String,
 }
 
 impl Generator {
@@ -161,12 +165,19 @@ fn llama_config_from_gguf(path: &Path, file: &GgufFile) -> Result<LlamaConfig> {
 }
 
 impl Encoder {
+    /// Most texts [`Encoder::embed`] runs through the model at once.
+    pub const MICRO_BATCH: usize = 16;
+
     /// Loads an encoder from a model directory or hub id. Pooling, normalization and maximum
     /// length come from the sentence-transformers files when present (mean pooling, no
     /// normalization and 512 tokens otherwise).
     pub fn load(spec: &str, device: &Device) -> Result<Self> {
         match resolve(spec)? {
-            ResolvedSource::Dir(dir) => Self::load_dir(&dir, device),
+            ResolvedSource::Dir(dir) => {
+                let mut encoder = Self::load_dir(&dir, device)?;
+                encoder.source = spec.to_owned();
+                Ok(encoder)
+            }
             ResolvedSource::Gguf(file) => Err(ModelError::Source {
                 source_spec: file.display().to_string(),
                 message: "encoders are loaded from safetensors directories, not GGUF".into(),
@@ -194,6 +205,8 @@ impl Encoder {
             pooling,
             normalize,
             max_length,
+            source: dir.display().to_string(),
+            weights_hash: source.content_hash(),
         })
     }
 
@@ -212,11 +225,35 @@ impl Encoder {
         self.tokenizer.encode_batch(texts, &options)
     }
 
-    /// Embeds a batch of texts into host vectors.
+    /// Embeds texts into host vectors, in input order.
+    ///
+    /// Texts are grouped by token length into batches of at most [`Self::MICRO_BATCH`] so
+    /// short texts are not padded to the longest one of the whole call; padding never changes
+    /// a row's embedding, and the grouping depends only on the inputs, so results are
+    /// deterministic.
     pub fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
-        let t = to_host(self.embed_tensor(texts)?)?;
-        let dim = t.shape.get(1).copied().unwrap_or(0).max(1);
-        Ok(t.data.chunks(dim).map(<[f32]>::to_vec).collect())
+        let options = EncodeOptions {
+            max_length: Some(self.max_length),
+            ..EncodeOptions::default()
+        };
+        let rows = texts
+            .iter()
+            .map(|t| self.tokenizer.encode_with(t, &options))
+            .collect::<Result<Vec<_>>>()?;
+        let mut order: Vec<usize> = (0..rows.len()).collect();
+        order.sort_by_key(|&i| rows[i].len());
+        let mut out = vec![Vec::new(); rows.len()];
+        for group in order.chunks(Self::MICRO_BATCH) {
+            let batch_rows: Vec<Vec<u32>> = group.iter().map(|&i| rows[i].clone()).collect();
+            let batch =
+                TokenBatch::from_rows(&batch_rows, self.tokenizer.pad_id(), PaddingSide::Right)?;
+            let t = to_host(self.model.embed(&batch, self.pooling, self.normalize)?)?;
+            let dim = t.shape.get(1).copied().unwrap_or(0).max(1);
+            for (&i, v) in group.iter().zip(t.data.chunks(dim)) {
+                out[i] = v.to_vec();
+            }
+        }
+        Ok(out)
     }
 }
 

@@ -150,6 +150,16 @@ impl SafetensorsSource {
         Ok(())
     }
 
+    /// xxh3-64 over the bytes of every file, in order: identifies the exact weights (an index
+    /// built with one encoder must not be searched with another).
+    pub fn content_hash(&self) -> String {
+        let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+        for (_, mmap) in &self.files {
+            hasher.update(mmap);
+        }
+        format!("xxh3:{:016x}", hasher.digest())
+    }
+
     /// Names of every tensor in the checkpoint.
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.index.keys().map(String::as_str)

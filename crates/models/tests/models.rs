@@ -173,6 +173,8 @@ fn bert_export_round_trip_and_pooling() {
         pooling: Pooling::Mean,
         normalize: true,
         max_length: 16,
+        source: "tiny".into(),
+        weights_hash: String::new(),
     };
     let texts = ["w2 w3 w4", "w10 w11 w12 w13 w14 w15"];
     let before = encoder.embed(&texts).unwrap();
@@ -323,4 +325,109 @@ fn wgpu_forward_matches_cpu() {
     let diff = max_abs_diff(&embed(&cpu), &embed(&gpu));
     eprintln!("bert embeddings, wgpu vs cpu: max |Δ| = {diff:e}");
     assert!(diff < 1e-3, "bert wgpu vs cpu: {diff}");
+}
+
+#[test]
+fn sharded_checkpoint_loads_like_single_file() {
+    let device = Device::flex();
+    let generator = Generator {
+        model: tiny_llama(false, &device),
+        tokenizer: tiny_tokenizer(97),
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("m");
+    generator.export(&out).unwrap();
+    let tensors = radit_models::export::llama_tensors(&generator.model).unwrap();
+    let (first, second) = tensors.split_at(tensors.len() / 2);
+    std::fs::remove_file(out.join("model.safetensors")).unwrap();
+    let mut weight_map = serde_json::Map::new();
+    for (file, part) in [
+        ("model-00001-of-00002.safetensors", first),
+        ("model-00002-of-00002.safetensors", second),
+    ] {
+        radit_models::export::write_safetensors(&out.join(file), &part.to_vec()).unwrap();
+        for (name, _) in part {
+            weight_map.insert(name.clone(), file.into());
+        }
+    }
+    let index = serde_json::json!({"metadata": {}, "weight_map": weight_map});
+    std::fs::write(out.join("model.safetensors.index.json"), index.to_string()).unwrap();
+    let reloaded = Generator::load(out.to_str().unwrap(), &device).unwrap();
+    let batch = TokenBatch::single(&[1, 2, 3]).unwrap();
+    assert_eq!(
+        host(reloaded.model.next_token_logits(&batch, None).unwrap()),
+        host(generator.model.next_token_logits(&batch, None).unwrap())
+    );
+    // An index naming a tensor its shard lacks is an error, not a silent gap.
+    let mut broken = index.clone();
+    broken["weight_map"]["made.up.tensor"] = "model-00001-of-00002.safetensors".into();
+    std::fs::write(out.join("model.safetensors.index.json"), broken.to_string()).unwrap();
+    let err = Generator::load(out.to_str().unwrap(), &device)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("made.up.tensor"), "{err}");
+}
+
+#[test]
+fn half_precision_safetensors_are_widened_exactly() {
+    use safetensors::tensor::TensorView;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("h.safetensors");
+    let values = [1.5f32, -0.25, 65504.0, 3.0e-5];
+    let f16: Vec<u8> = values
+        .iter()
+        .flat_map(|v| half::f16::from_f32(*v).to_le_bytes())
+        .collect();
+    let bf16: Vec<u8> = values
+        .iter()
+        .flat_map(|v| half::bf16::from_f32(*v).to_le_bytes())
+        .collect();
+    let views = vec![
+        (
+            "a".to_string(),
+            TensorView::new(safetensors::Dtype::F16, vec![2, 2], &f16).unwrap(),
+        ),
+        (
+            "b".to_string(),
+            TensorView::new(safetensors::Dtype::BF16, vec![4], &bf16).unwrap(),
+        ),
+    ];
+    safetensors::serialize_to_file(views, None, &path).unwrap();
+    let source = SafetensorsSource::open_file(&path).unwrap();
+    use radit_models::weights::TensorSource;
+    let a = source.read("a").unwrap();
+    assert_eq!(a.shape, vec![2, 2]);
+    let expect_f16: Vec<f32> = values
+        .iter()
+        .map(|v| half::f16::from_f32(*v).to_f32())
+        .collect();
+    assert_eq!(a.data, expect_f16);
+    let expect_bf16: Vec<f32> = values
+        .iter()
+        .map(|v| half::bf16::from_f32(*v).to_f32())
+        .collect();
+    assert_eq!(source.read("b").unwrap().data, expect_bf16);
+    assert!(matches!(
+        source.read("c"),
+        Err(ModelError::MissingTensor { .. })
+    ));
+}
+
+#[test]
+fn packed_examples_see_only_themselves() {
+    let device = Device::flex();
+    let model = tiny_llama(true, &device);
+    let (a, b) = (vec![4u32, 5, 6], vec![40u32, 41, 42, 43]);
+    let alone = |ids: &[u32]| {
+        to_host(model.forward(&TokenBatch::single(ids).unwrap()).unwrap())
+            .unwrap()
+            .data
+    };
+    let ids: Vec<u32> = a.iter().chain(&b).copied().chain([0]).collect();
+    let segments = vec![1, 1, 1, 2, 2, 2, 2, 0];
+    let packed = TokenBatch::packed(ids, segments, 1, 8).unwrap();
+    let logits = to_host(model.forward(&packed).unwrap()).unwrap().data;
+    let v = 97;
+    assert!(max_abs_diff(&logits[..3 * v], &alone(&a)) < 1e-5);
+    assert!(max_abs_diff(&logits[3 * v..7 * v], &alone(&b)) < 1e-5);
 }

@@ -1,0 +1,209 @@
+//! `radit index build|search|stats`: the document store with the real BERT-family encoder.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use burn::tensor::Device;
+use clap::{Args, Subcommand};
+use radit_docstore::{
+    build_index, Bm25Params, BoxError, BuildOptions, ChunkParams, CorpusFormat, DocStore, Embedder,
+    EncoderIdentity, HnswParams, Queries, SearchMode,
+};
+use radit_models::{Encoder, Pooling};
+
+/// A radit encoder seen through the docstore's embedding interface.
+pub struct ModelEmbedder {
+    encoder: Encoder,
+}
+
+impl ModelEmbedder {
+    /// Loads the encoder named by `spec` (directory or hub id).
+    pub fn load(spec: &str, device: &Device) -> Result<Self> {
+        let encoder =
+            Encoder::load(spec, device).with_context(|| format!("loading encoder {spec}"))?;
+        Ok(Self { encoder })
+    }
+}
+
+impl Embedder for ModelEmbedder {
+    fn identity(&self) -> EncoderIdentity {
+        EncoderIdentity {
+            source: self.encoder.source.clone(),
+            weights_hash: self.encoder.weights_hash.clone(),
+            pooling: match self.encoder.pooling {
+                Pooling::Mean => "mean".into(),
+                Pooling::Cls => "cls".into(),
+            },
+            normalize: self.encoder.normalize,
+            dim: self.dim(),
+            max_tokens: Some(self.encoder.max_length),
+        }
+    }
+
+    fn dim(&self) -> usize {
+        self.encoder.model.config().hidden_size
+    }
+
+    fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, BoxError> {
+        Ok(self.encoder.embed(texts)?)
+    }
+}
+
+/// `radit index ...`
+#[derive(Subcommand)]
+pub enum IndexCommand {
+    /// Chunk, embed and store a corpus (resumes an interrupted build of the same output).
+    Build(BuildArgs),
+    /// Search an index and print rank, score, title and text of each hit.
+    Search(SearchArgs),
+    /// Print an index's manifest summary: counts, encoder, chunking, files.
+    Stats {
+        /// Index directory.
+        dir: PathBuf,
+    },
+}
+
+/// Arguments of `radit index build`.
+#[derive(Args)]
+pub struct BuildArgs {
+    /// Corpus: a .jsonl file, a folder of .txt/.md files, or the Wikipedia summaries JSON.
+    #[arg(long)]
+    corpus: PathBuf,
+    /// Corpus format: auto, jsonl, text-dir or wiki-summaries.
+    #[arg(long, default_value = "auto")]
+    format: String,
+    /// Document encoder: a model directory or hub id.
+    #[arg(long)]
+    encoder: String,
+    /// Output index directory.
+    #[arg(long)]
+    out: PathBuf,
+    /// Maximum words per chunk.
+    #[arg(long, default_value_t = ChunkParams::default().max_words)]
+    chunk_words: usize,
+    /// Words shared by consecutive chunks of a document.
+    #[arg(long, default_value_t = ChunkParams::default().overlap)]
+    overlap: usize,
+    /// Approximate index to build: `hnsw`.
+    #[arg(long)]
+    ann: Option<String>,
+    /// Also build a BM25 index.
+    #[arg(long)]
+    bm25: bool,
+    /// Also store an f16 copy of the embeddings.
+    #[arg(long)]
+    f16: bool,
+    /// Chunks per encoder batch (and per resumable step).
+    #[arg(long, default_value_t = 32)]
+    batch_size: usize,
+    /// Replace an existing index at `--out`.
+    #[arg(long)]
+    overwrite: bool,
+    /// Discard an interrupted build instead of resuming it.
+    #[arg(long)]
+    restart: bool,
+    /// Fail on malformed corpus lines instead of reporting and skipping them.
+    #[arg(long)]
+    strict: bool,
+}
+
+/// Arguments of `radit index search`.
+#[derive(Args)]
+pub struct SearchArgs {
+    /// Index directory.
+    dir: PathBuf,
+    /// Query text (repeat for several).
+    #[arg(long, required = true)]
+    query: Vec<String>,
+    /// Hits per query.
+    #[arg(short, long, default_value_t = 10)]
+    k: usize,
+    /// dense (HNSW if built, else exact), exact, exact-f16, ann, bm25 or hybrid.
+    #[arg(long, default_value = "dense")]
+    mode: String,
+    /// Query encoder (default: the document encoder recorded in the index).
+    #[arg(long)]
+    encoder: Option<String>,
+}
+
+/// Runs one `radit index` command.
+pub fn run(command: IndexCommand, device: &Device) -> Result<()> {
+    match command {
+        IndexCommand::Build(args) => build(args, device),
+        IndexCommand::Search(args) => search(args, device),
+        IndexCommand::Stats { dir } => {
+            let store =
+                DocStore::open(&dir).with_context(|| format!("opening index {}", dir.display()))?;
+            print!("{}", store.stats());
+            Ok(())
+        }
+    }
+}
+
+fn build(args: BuildArgs, device: &Device) -> Result<()> {
+    let hnsw = match args.ann.as_deref() {
+        None => None,
+        Some("hnsw") => Some(HnswParams::default()),
+        Some(other) => bail!("unknown --ann `{other}` (supported: hnsw)"),
+    };
+    let options = BuildOptions {
+        format: args.format.parse::<CorpusFormat>()?,
+        chunking: ChunkParams {
+            max_words: args.chunk_words,
+            overlap: args.overlap,
+        },
+        batch_size: args.batch_size,
+        f16: args.f16,
+        hnsw,
+        bm25: args.bm25.then(Bm25Params::default),
+        overwrite: args.overwrite,
+        restart: args.restart,
+        strict: args.strict,
+        ..BuildOptions::default()
+    };
+    let embedder = ModelEmbedder::load(&args.encoder, device)?;
+    let report = build_index(&args.corpus, &args.out, &embedder, &options)
+        .with_context(|| format!("building index {}", args.out.display()))?;
+    eprint!("{report}");
+    Ok(())
+}
+
+fn search(args: SearchArgs, device: &Device) -> Result<()> {
+    let mode: SearchMode = args.mode.parse()?;
+    let store = DocStore::open(&args.dir)
+        .with_context(|| format!("opening index {}", args.dir.display()))?;
+    let texts: Vec<&str> = args.query.iter().map(String::as_str).collect();
+    let embeddings = if mode.needs_embeddings() {
+        let spec = args
+            .encoder
+            .unwrap_or_else(|| store.manifest().encoder.source.clone());
+        let embedder = ModelEmbedder::load(&spec, device)?;
+        store.check_encoder(&embedder.identity())?;
+        embedder
+            .embed(&texts)
+            .map_err(|e| anyhow::anyhow!("embedding the queries: {e}"))?
+            .concat()
+    } else {
+        Vec::new()
+    };
+    let queries = if mode.needs_embeddings() {
+        Queries::both(&embeddings, &texts)
+    } else {
+        Queries::texts(&texts)
+    };
+    let results = store.search(&queries, args.k, &mode)?;
+    for (query, hits) in texts.iter().zip(results) {
+        println!("query: {query}");
+        for (rank, hit) in hits.iter().enumerate() {
+            let text: String = hit.chunk.text.chars().take(240).collect();
+            println!(
+                "{:>3}  {:>8.4}  {}  |  {}",
+                rank + 1,
+                hit.score,
+                hit.chunk.title,
+                text.replace('\n', " ")
+            );
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,748 @@
+//! Atomic, checksummed checkpoint directories with keep-last-N plus best-by-metric
+//! retention.
+//!
+//! Layout: `RUN_DIR/checkpoints/step-00001200/{manifest.json, <files>}`. A checkpoint is
+//! written under `checkpoints/.tmp-…`, every file and the directory fsync'd, then renamed
+//! into place and the parent fsync'd: a crash leaves either no checkpoint or a complete one,
+//! plus perhaps a temporary directory that the next save or [`CheckpointManager::latest_valid`]
+//! removes. One process writes a run directory at a time.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::path::{Component, Path, PathBuf};
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
+
+use crate::fsutil::{sync_dir, unix_millis, utc_rfc3339};
+
+/// Name of the manifest inside every checkpoint directory.
+pub const MANIFEST_NAME: &str = "manifest.json";
+/// Version of the manifest format this crate writes and reads.
+pub const FORMAT_VERSION: u32 = 1;
+const FORMAT_NAME: &str = "radit-checkpoint";
+const DIR_PREFIX: &str = "step-";
+const TMP_PREFIX: &str = ".tmp-";
+
+/// What can go wrong writing, listing, verifying or reading checkpoints.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    /// A filesystem operation failed.
+    #[error("{action} {}: {source}", path.display())]
+    Io {
+        /// What was being done, e.g. "cannot write".
+        action: &'static str,
+        /// The path involved.
+        path: PathBuf,
+        /// The underlying error.
+        source: io::Error,
+    },
+    /// The checkpoint has no manifest (an incomplete or foreign directory).
+    #[error("checkpoint {} has no {MANIFEST_NAME}", checkpoint.display())]
+    MissingManifest {
+        /// The checkpoint directory.
+        checkpoint: PathBuf,
+    },
+    /// The manifest is not valid JSON of the expected shape, or disagrees with its directory.
+    #[error("checkpoint {}: bad {MANIFEST_NAME}: {message}", checkpoint.display())]
+    BadManifest {
+        /// The checkpoint directory.
+        checkpoint: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// The manifest lists a file that is not in the directory.
+    #[error("checkpoint {} is missing file `{name}` listed in its manifest", checkpoint.display())]
+    MissingFile {
+        /// The checkpoint directory.
+        checkpoint: PathBuf,
+        /// The missing file's relative name.
+        name: String,
+    },
+    /// A file's size differs from the manifest (truncated or overwritten).
+    #[error("checkpoint {}: file `{name}` has {actual} bytes, the manifest says {expected}", checkpoint.display())]
+    SizeMismatch {
+        /// The checkpoint directory.
+        checkpoint: PathBuf,
+        /// The file's relative name.
+        name: String,
+        /// Size in the manifest.
+        expected: u64,
+        /// Size on disk.
+        actual: u64,
+    },
+    /// A file's contents differ from the manifest's checksum.
+    #[error("checkpoint {}: file `{name}` is corrupt (xxh3 {actual:016x}, the manifest says {expected:016x})", checkpoint.display())]
+    ChecksumMismatch {
+        /// The checkpoint directory.
+        checkpoint: PathBuf,
+        /// The file's relative name.
+        name: String,
+        /// Checksum in the manifest.
+        expected: u64,
+        /// Checksum of the bytes on disk.
+        actual: u64,
+    },
+    /// A file was requested that the checkpoint does not contain.
+    #[error("checkpoint {} has no file `{name}` (it has: {available})", checkpoint.display())]
+    UnknownFile {
+        /// The checkpoint directory.
+        checkpoint: PathBuf,
+        /// The requested name.
+        name: String,
+        /// The names it does have, comma-separated.
+        available: String,
+    },
+    /// A file name given to [`CheckpointManager::save`] is not a safe relative path.
+    #[error("invalid checkpoint file name `{name}`: {reason}")]
+    InvalidName {
+        /// The name as given.
+        name: String,
+        /// Why it is rejected.
+        reason: &'static str,
+    },
+}
+
+fn io_err<'a>(
+    action: &'static str,
+    path: &'a Path,
+) -> impl FnOnce(io::Error) -> CheckpointError + 'a {
+    move |source| CheckpointError::Io {
+        action,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Whether a larger or a smaller metric is better.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MetricMode {
+    /// Smaller is better (loss, perplexity).
+    Min,
+    /// Larger is better (EM, F1).
+    Max,
+}
+
+/// The metric by which the best checkpoint is kept.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BestMetric {
+    /// Metric name as passed to [`CheckpointManager::save`], e.g. `dev/em`.
+    pub name: String,
+    /// Whether larger or smaller is better.
+    pub mode: MetricMode,
+}
+
+/// Which checkpoints survive a save.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Retention {
+    /// How many of the newest checkpoints to keep (at least 1 is always kept).
+    pub keep_last: usize,
+    /// Additionally keep the best checkpoint by this metric.
+    #[serde(default)]
+    pub best: Option<BestMetric>,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Retention {
+            keep_last: 3,
+            best: None,
+        }
+    }
+}
+
+/// One file's entry in the manifest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileEntry {
+    /// Relative name inside the checkpoint (`/`-separated).
+    pub name: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// xxh3-64 of the contents, 16 hex digits (a string so JSON tools keep all 64 bits).
+    pub xxh3_64: String,
+}
+
+/// The `manifest.json` of a checkpoint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    /// Always `radit-checkpoint`.
+    pub format: String,
+    /// [`FORMAT_VERSION`] at the time of writing.
+    pub format_version: u32,
+    /// Global optimizer step.
+    pub step: u64,
+    /// Creation time, RFC 3339 UTC.
+    pub created_utc: String,
+    /// Creation time, milliseconds since the Unix epoch.
+    pub created_unix_ms: u64,
+    /// Metrics at save time; non-finite values are stored as `null` (JSON has no NaN).
+    pub metrics: BTreeMap<String, Option<f64>>,
+    /// Every file of the checkpoint except the manifest.
+    pub files: Vec<FileEntry>,
+}
+
+/// A verified checkpoint: its manifest parsed and every file's size and checksum checked.
+#[derive(Debug, Clone)]
+pub struct Checkpoint {
+    dir: PathBuf,
+    manifest: Manifest,
+    metrics: BTreeMap<String, f64>,
+}
+
+impl Checkpoint {
+    /// Opens and fully verifies the checkpoint in `dir` (reads every file once).
+    pub fn open(dir: &Path) -> Result<Checkpoint, CheckpointError> {
+        let manifest = read_manifest(dir)?;
+        for entry in &manifest.files {
+            verify_entry_streaming(dir, entry)?;
+        }
+        let metrics = manifest
+            .metrics
+            .iter()
+            .map(|(k, v)| (k.clone(), v.unwrap_or(f64::NAN)))
+            .collect();
+        Ok(Checkpoint {
+            dir: dir.to_path_buf(),
+            manifest,
+            metrics,
+        })
+    }
+
+    /// Global step of the checkpoint.
+    pub fn step(&self) -> u64 {
+        self.manifest.step
+    }
+
+    /// Metrics saved with the checkpoint (`NaN` where a non-finite value was saved).
+    pub fn metrics(&self) -> &BTreeMap<String, f64> {
+        &self.metrics
+    }
+
+    /// The checkpoint directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The parsed manifest.
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    /// Names of the files in the checkpoint, in the order they were saved.
+    pub fn file_names(&self) -> impl Iterator<Item = &str> {
+        self.manifest.files.iter().map(|f| f.name.as_str())
+    }
+
+    /// Whether the checkpoint has a file of that name.
+    pub fn contains(&self, name: &str) -> bool {
+        self.manifest.files.iter().any(|f| f.name == name)
+    }
+
+    /// Reads a file, checking its size and checksum again (it may have changed since
+    /// [`Checkpoint::open`]).
+    pub fn read(&self, name: &str) -> Result<Vec<u8>, CheckpointError> {
+        read_entry(&self.dir, self.entry(name)?)
+    }
+
+    /// Path of a file, for loaders that want a path (memory maps, burn stores). The
+    /// contents were verified by [`Checkpoint::open`] but are not re-checked here.
+    pub fn path_of(&self, name: &str) -> Result<PathBuf, CheckpointError> {
+        self.entry(name).map(|e| self.dir.join(&e.name))
+    }
+
+    fn entry(&self, name: &str) -> Result<&FileEntry, CheckpointError> {
+        self.manifest
+            .files
+            .iter()
+            .find(|f| f.name == name)
+            .ok_or_else(|| CheckpointError::UnknownFile {
+                checkpoint: self.dir.clone(),
+                name: name.to_string(),
+                available: self
+                    .manifest
+                    .files
+                    .iter()
+                    .map(|f| f.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            })
+    }
+}
+
+/// A checkpoint that [`CheckpointManager::latest_valid`] skipped, and why.
+#[derive(Debug)]
+pub struct SkippedCheckpoint {
+    /// Its directory.
+    pub dir: PathBuf,
+    /// Why it is not usable.
+    pub error: CheckpointError,
+}
+
+impl std::fmt::Display for SkippedCheckpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "skipping checkpoint {}: {}",
+            self.dir.display(),
+            self.error
+        )
+    }
+}
+
+/// Result of [`CheckpointManager::latest_valid`]: the newest verified checkpoint, and the
+/// newer ones that were skipped (for the caller to report).
+#[derive(Debug)]
+pub struct LatestValid {
+    /// The newest checkpoint that verified, if any.
+    pub checkpoint: Option<Checkpoint>,
+    /// Newer checkpoints that failed verification, newest first.
+    pub skipped: Vec<SkippedCheckpoint>,
+}
+
+/// Result of a successful [`CheckpointManager::save`].
+#[derive(Debug)]
+pub struct Saved {
+    /// The new checkpoint's directory.
+    pub dir: PathBuf,
+    /// Old checkpoints removed by retention.
+    pub pruned: Vec<PathBuf>,
+    /// Non-fatal problems (a stale directory that could not be removed); the checkpoint
+    /// itself is complete. Training should report these and go on.
+    pub warnings: Vec<String>,
+}
+
+/// Writes, lists, verifies and prunes the checkpoints of one run directory.
+#[derive(Debug, Clone)]
+pub struct CheckpointManager {
+    root: PathBuf,
+    retention: Retention,
+}
+
+impl CheckpointManager {
+    /// A manager for `RUN_DIR/checkpoints`; touches nothing on disk until used.
+    pub fn new(run_dir: impl AsRef<Path>, retention: Retention) -> Self {
+        CheckpointManager {
+            root: run_dir.as_ref().join("checkpoints"),
+            retention,
+        }
+    }
+
+    /// The `checkpoints` directory.
+    pub fn checkpoints_dir(&self) -> &Path {
+        &self.root
+    }
+
+    /// The directory a checkpoint of `step` has.
+    pub fn dir_for(&self, step: u64) -> PathBuf {
+        self.root.join(format!("{DIR_PREFIX}{step:08}"))
+    }
+
+    /// Writes a checkpoint of `step` holding `files` (relative `/`-separated names, which
+    /// may include subdirectories) and `metrics`, then applies retention.
+    ///
+    /// A checkpoint already present for the same step (e.g. a corrupt one that a resume
+    /// skipped) is replaced only after the new one is complete.
+    pub fn save(
+        &mut self,
+        step: u64,
+        files: &[(&str, &[u8])],
+        metrics: &BTreeMap<String, f64>,
+    ) -> Result<Saved, CheckpointError> {
+        validate_names(files)?;
+        fs::create_dir_all(&self.root).map_err(io_err("cannot create", &self.root))?;
+        let mut warnings = self.clean_temp();
+
+        let now = SystemTime::now();
+        let tmp = self.root.join(format!(
+            "{TMP_PREFIX}{DIR_PREFIX}{step:08}-{}-{}",
+            std::process::id(),
+            unix_millis(now)
+        ));
+        if let Err(e) = write_checkpoint(&tmp, step, files, metrics, now) {
+            let _ = fs::remove_dir_all(&tmp);
+            return Err(e);
+        }
+
+        let dir = self.dir_for(step);
+        if dir.exists() {
+            // Move the old one aside first: rename cannot replace a non-empty directory.
+            let trash = self.root.join(format!(
+                "{TMP_PREFIX}old-{DIR_PREFIX}{step:08}-{}",
+                std::process::id()
+            ));
+            fs::rename(&dir, &trash).map_err(io_err("cannot move aside", &dir))?;
+            if let Err(e) = fs::remove_dir_all(&trash) {
+                warnings.push(format!("cannot remove {}: {e}", trash.display()));
+            }
+        }
+        fs::rename(&tmp, &dir).map_err(io_err("cannot rename into place", &tmp))?;
+        sync_dir(&self.root).map_err(io_err("cannot fsync", &self.root))?;
+
+        let (pruned, prune_warnings) = self.prune(&dir);
+        warnings.extend(prune_warnings);
+        Ok(Saved {
+            dir,
+            pruned,
+            warnings,
+        })
+    }
+
+    /// Committed checkpoint directories (`step-NNNNNNNN`), oldest first. Does not verify them.
+    pub fn list(&self) -> Result<Vec<(u64, PathBuf)>, CheckpointError> {
+        let rd = match fs::read_dir(&self.root) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(io_err("cannot list", &self.root)(e)),
+        };
+        let mut out = Vec::new();
+        for entry in rd {
+            let entry = entry.map_err(io_err("cannot list", &self.root))?;
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            let Some(step) = name
+                .strip_prefix(DIR_PREFIX)
+                .filter(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|d| d.parse::<u64>().ok())
+            else {
+                continue;
+            };
+            if entry.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                out.push((step, entry.path()));
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    /// The newest checkpoint whose manifest and checksums verify. Newer ones that do not
+    /// are skipped and returned in [`LatestValid::skipped`] so the caller can report them.
+    /// Removes leftover temporary directories of interrupted saves.
+    pub fn latest_valid(&self) -> Result<LatestValid, CheckpointError> {
+        // Failures to clean are harmless here: the next save retries and reports them.
+        let _ = self.clean_temp();
+        let mut skipped = Vec::new();
+        for (_, dir) in self.list()?.into_iter().rev() {
+            match Checkpoint::open(&dir) {
+                Ok(ckpt) => {
+                    return Ok(LatestValid {
+                        checkpoint: Some(ckpt),
+                        skipped,
+                    })
+                }
+                Err(error) => skipped.push(SkippedCheckpoint { dir, error }),
+            }
+        }
+        Ok(LatestValid {
+            checkpoint: None,
+            skipped,
+        })
+    }
+
+    /// Removes temporary directories left by interrupted saves; returns what it could not
+    /// remove.
+    fn clean_temp(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        let Ok(rd) = fs::read_dir(&self.root) else {
+            return warnings;
+        };
+        for entry in rd.flatten() {
+            if entry.file_name().to_string_lossy().starts_with(TMP_PREFIX) {
+                let p = entry.path();
+                let r = if p.is_dir() {
+                    fs::remove_dir_all(&p)
+                } else {
+                    fs::remove_file(&p)
+                };
+                if let Err(e) = r {
+                    warnings.push(format!("cannot remove leftover {}: {e}", p.display()));
+                }
+            }
+        }
+        warnings
+    }
+
+    /// Applies retention: keeps the newest `keep_last`, the best by the configured metric,
+    /// and always `just_saved` and the newest; removes the rest.
+    fn prune(&self, just_saved: &Path) -> (Vec<PathBuf>, Vec<String>) {
+        let mut warnings = Vec::new();
+        let all = match self.list() {
+            Ok(all) => all,
+            Err(e) => return (Vec::new(), vec![e.to_string()]),
+        };
+        let mut keep: BTreeSet<PathBuf> = all
+            .iter()
+            .rev()
+            .take(self.retention.keep_last.max(1))
+            .map(|(_, d)| d.clone())
+            .collect();
+        keep.insert(just_saved.to_path_buf());
+        match self.best() {
+            Ok(Some((_, _, dir))) => {
+                keep.insert(dir);
+            }
+            Ok(None) => {}
+            // Without knowing the best, deleting anything could delete it.
+            Err(e) => return (Vec::new(), vec![format!("retention skipped: {e}")]),
+        }
+        let mut pruned = Vec::new();
+        for (_, dir) in &all {
+            if keep.contains(dir) {
+                continue;
+            }
+            match fs::remove_dir_all(dir) {
+                Ok(()) => pruned.push(dir.clone()),
+                Err(e) => warnings.push(format!(
+                    "cannot remove old checkpoint {}: {e}",
+                    dir.display()
+                )),
+            }
+        }
+        (pruned, warnings)
+    }
+
+    /// The best checkpoint directory by the configured metric (manifests only, unverified).
+    pub fn best(&self) -> Result<Option<(u64, f64, PathBuf)>, CheckpointError> {
+        let Some(best) = &self.retention.best else {
+            return Ok(None);
+        };
+        let mut winner: Option<(u64, f64, PathBuf)> = None;
+        for (step, dir) in self.list()? {
+            let Ok(m) = read_manifest(&dir) else { continue };
+            let Some(v) = m.metrics.get(&best.name).copied().flatten() else {
+                continue;
+            };
+            if !v.is_finite() {
+                continue;
+            }
+            let better = match (&winner, best.mode) {
+                (None, _) => true,
+                (Some((_, w, _)), MetricMode::Max) => v >= *w,
+                (Some((_, w, _)), MetricMode::Min) => v <= *w,
+            };
+            if better {
+                winner = Some((step, v, dir));
+            }
+        }
+        Ok(winner)
+    }
+}
+
+fn validate_names(files: &[(&str, &[u8])]) -> Result<(), CheckpointError> {
+    let mut seen = BTreeSet::new();
+    for (name, _) in files {
+        let invalid = |reason| CheckpointError::InvalidName {
+            name: name.to_string(),
+            reason,
+        };
+        if name.is_empty() {
+            return Err(invalid("empty"));
+        }
+        if name.contains('\\') {
+            return Err(invalid("use `/` as the separator"));
+        }
+        let p = Path::new(name);
+        if !p.components().all(|c| matches!(c, Component::Normal(_))) || name.ends_with('/') {
+            return Err(invalid(
+                "must be a relative path without `.`, `..` or a trailing `/`",
+            ));
+        }
+        if *name == MANIFEST_NAME {
+            return Err(invalid("reserved for the manifest"));
+        }
+        if !seen.insert(*name) {
+            return Err(invalid("given twice"));
+        }
+    }
+    Ok(())
+}
+
+fn write_checkpoint(
+    tmp: &Path,
+    step: u64,
+    files: &[(&str, &[u8])],
+    metrics: &BTreeMap<String, f64>,
+    now: SystemTime,
+) -> Result<(), CheckpointError> {
+    fs::create_dir(tmp).map_err(io_err("cannot create", tmp))?;
+    let mut entries = Vec::with_capacity(files.len());
+    let mut dirs: BTreeSet<PathBuf> = BTreeSet::new();
+    for (name, bytes) in files {
+        let path = tmp.join(name);
+        if let Some(parent) = path.parent() {
+            if parent != tmp && dirs.insert(parent.to_path_buf()) {
+                fs::create_dir_all(parent).map_err(io_err("cannot create", parent))?;
+            }
+        }
+        write_synced(&path, bytes)?;
+        entries.push(FileEntry {
+            name: name.to_string(),
+            size: bytes.len() as u64,
+            xxh3_64: format!("{:016x}", xxhash_rust::xxh3::xxh3_64(bytes)),
+        });
+    }
+    let manifest = Manifest {
+        format: FORMAT_NAME.to_string(),
+        format_version: FORMAT_VERSION,
+        step,
+        created_utc: utc_rfc3339(now),
+        created_unix_ms: unix_millis(now),
+        metrics: metrics
+            .iter()
+            .map(|(k, v)| (k.clone(), v.is_finite().then_some(*v)))
+            .collect(),
+        files: entries,
+    };
+    let json = serde_json::to_vec_pretty(&manifest).map_err(|e| CheckpointError::BadManifest {
+        checkpoint: tmp.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    // Written last: a directory with a manifest has all its files.
+    write_synced(&tmp.join(MANIFEST_NAME), &json)?;
+    for d in dirs.iter().rev() {
+        sync_dir(d).map_err(io_err("cannot fsync", d))?;
+    }
+    sync_dir(tmp).map_err(io_err("cannot fsync", tmp))
+}
+
+fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), CheckpointError> {
+    let mut f = File::create(path).map_err(io_err("cannot create", path))?;
+    f.write_all(bytes).map_err(io_err("cannot write", path))?;
+    f.sync_all().map_err(io_err("cannot fsync", path))
+}
+
+fn read_manifest(dir: &Path) -> Result<Manifest, CheckpointError> {
+    let path = dir.join(MANIFEST_NAME);
+    let bytes = match fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Err(CheckpointError::MissingManifest {
+                checkpoint: dir.to_path_buf(),
+            })
+        }
+        Err(e) => return Err(io_err("cannot read", &path)(e)),
+    };
+    let bad = |message: String| CheckpointError::BadManifest {
+        checkpoint: dir.to_path_buf(),
+        message,
+    };
+    // Check the format fields before the full shape, so a newer format says so instead of
+    // failing on some field it added.
+    let head: serde_json::Value =
+        serde_json::from_slice(&bytes).map_err(|e| bad(format!("not JSON: {e}")))?;
+    if head.get("format").and_then(|v| v.as_str()) != Some(FORMAT_NAME) {
+        return Err(bad(format!("`format` is not \"{FORMAT_NAME}\"")));
+    }
+    match head.get("format_version").and_then(|v| v.as_u64()) {
+        Some(v) if v == u64::from(FORMAT_VERSION) => {}
+        Some(v) => {
+            return Err(bad(format!(
+                "format version {v} is not supported (this build reads version {FORMAT_VERSION})"
+            )))
+        }
+        None => return Err(bad("no `format_version`".to_string())),
+    }
+    let m: Manifest = serde_json::from_value(head).map_err(|e| bad(e.to_string()))?;
+    for f in &m.files {
+        if validate_names(&[(f.name.as_str(), &[])]).is_err() {
+            return Err(bad(format!("unsafe file name `{}`", f.name)));
+        }
+        if u64::from_str_radix(&f.xxh3_64, 16).is_err() || f.xxh3_64.len() != 16 {
+            return Err(bad(format!(
+                "bad checksum `{}` for `{}`",
+                f.xxh3_64, f.name
+            )));
+        }
+    }
+    let expected_dir = format!("{DIR_PREFIX}{:08}", m.step);
+    if dir.file_name().and_then(|n| n.to_str()) != Some(expected_dir.as_str()) {
+        return Err(bad(format!(
+            "it is for step {} but the directory is not named {expected_dir}",
+            m.step
+        )));
+    }
+    Ok(m)
+}
+
+/// Verifies size and checksum without holding the file in memory (weights can be GBs).
+fn verify_entry_streaming(dir: &Path, entry: &FileEntry) -> Result<(), CheckpointError> {
+    use std::io::Read;
+    let path = dir.join(&entry.name);
+    let mut f = match File::open(&path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Err(CheckpointError::MissingFile {
+                checkpoint: dir.to_path_buf(),
+                name: entry.name.clone(),
+            })
+        }
+        Err(e) => return Err(io_err("cannot read", &path)(e)),
+    };
+    let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut size = 0u64;
+    loop {
+        let n = match f.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(io_err("cannot read", &path)(e)),
+        };
+        size += n as u64;
+        hasher.update(&buf[..n]);
+    }
+    check_entry(dir, entry, size, hasher.digest())
+}
+
+fn check_entry(
+    dir: &Path,
+    entry: &FileEntry,
+    size: u64,
+    actual: u64,
+) -> Result<(), CheckpointError> {
+    if size != entry.size {
+        return Err(CheckpointError::SizeMismatch {
+            checkpoint: dir.to_path_buf(),
+            name: entry.name.clone(),
+            expected: entry.size,
+            actual: size,
+        });
+    }
+    // Validated as 16 hex digits when the manifest was read.
+    let expected = u64::from_str_radix(&entry.xxh3_64, 16).unwrap_or(0);
+    if actual != expected {
+        return Err(CheckpointError::ChecksumMismatch {
+            checkpoint: dir.to_path_buf(),
+            name: entry.name.clone(),
+            expected,
+            actual,
+        });
+    }
+    Ok(())
+}
+
+fn read_entry(dir: &Path, entry: &FileEntry) -> Result<Vec<u8>, CheckpointError> {
+    let path = dir.join(&entry.name);
+    let bytes = match fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Err(CheckpointError::MissingFile {
+                checkpoint: dir.to_path_buf(),
+                name: entry.name.clone(),
+            })
+        }
+        Err(e) => return Err(io_err("cannot read", &path)(e)),
+    };
+    check_entry(
+        dir,
+        entry,
+        bytes.len() as u64,
+        xxhash_rust::xxh3::xxh3_64(&bytes),
+    )?;
+    Ok(bytes)
+}

@@ -1,0 +1,89 @@
+//! SIGTERM/SIGINT as a process-wide "stop requested" flag that the training loop polls
+//! between steps to save a checkpoint and exit cleanly.
+//!
+//! The first signal only sets the flag. A second one while the flag is still set exits the
+//! process at once (status 130 for SIGINT, 143 for SIGTERM), so a stuck save can still be
+//! interrupted from the keyboard.
+
+use std::io;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use signal_hook::consts::{SIGINT, SIGTERM};
+
+/// The handle the loop polls; cheap to clone, all clones share the process-wide flag.
+#[derive(Debug, Clone)]
+pub struct StopFlag {
+    requested: Arc<AtomicBool>,
+    signal: Arc<AtomicUsize>,
+}
+
+/// The signal handlers could not be installed.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot install the SIGTERM/SIGINT handlers: {0}")]
+pub struct SignalError(#[source] pub Arc<io::Error>);
+
+static FLAG: OnceLock<Result<StopFlag, SignalError>> = OnceLock::new();
+
+impl Clone for SignalError {
+    fn clone(&self) -> Self {
+        SignalError(Arc::clone(&self.0))
+    }
+}
+
+/// Installs the handlers (once per process; later calls return the same flag).
+pub fn install() -> Result<StopFlag, SignalError> {
+    FLAG.get_or_init(|| {
+        let flag = StopFlag {
+            requested: Arc::new(AtomicBool::new(false)),
+            signal: Arc::new(AtomicUsize::new(0)),
+        };
+        let register = |sig: i32, exit_code: i32| -> io::Result<()> {
+            // Order matters: the conditional shutdown runs first, so it sees the flag as
+            // it was before this signal, i.e. it fires only on the second signal.
+            signal_hook::flag::register_conditional_shutdown(
+                sig,
+                exit_code,
+                Arc::clone(&flag.requested),
+            )?;
+            signal_hook::flag::register_usize(sig, Arc::clone(&flag.signal), sig as usize)?;
+            signal_hook::flag::register(sig, Arc::clone(&flag.requested))?;
+            Ok(())
+        };
+        register(SIGTERM, 128 + SIGTERM)
+            .and_then(|()| register(SIGINT, 128 + SIGINT))
+            .map_err(|e| SignalError(Arc::new(e)))?;
+        Ok(flag)
+    })
+    .clone()
+}
+
+impl StopFlag {
+    /// Whether SIGTERM or SIGINT has arrived since installation or the last [`StopFlag::clear`].
+    pub fn requested(&self) -> bool {
+        self.requested.load(Ordering::SeqCst)
+    }
+
+    /// The signal's name, when one arrived.
+    pub fn signal_name(&self) -> Option<&'static str> {
+        if !self.requested() {
+            return None;
+        }
+        match self.signal.load(Ordering::SeqCst) as i32 {
+            SIGTERM => Some("SIGTERM"),
+            SIGINT => Some("SIGINT"),
+            _ => Some("signal"),
+        }
+    }
+
+    /// Sets the flag as a signal would, e.g. for a time limit.
+    pub fn request(&self) {
+        self.requested.store(true, Ordering::SeqCst);
+    }
+
+    /// Clears the flag (a new signal is then again a graceful request, not an exit).
+    pub fn clear(&self) {
+        self.signal.store(0, Ordering::SeqCst);
+        self.requested.store(false, Ordering::SeqCst);
+    }
+}
