@@ -109,6 +109,16 @@ fn device(arg: DeviceArg) -> Device {
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
+    // burn puts some state (a loaded optimizer's moments) on its default device, which is wgpu
+    // whenever that backend is compiled in; keep it on the device the user chose.
+    if std::env::var_os("BURN_DEVICE").is_none() {
+        let name = match cli.device {
+            DeviceArg::Cpu => "flex",
+            DeviceArg::Wgpu => "wgpu",
+        };
+        // Single-threaded here: nothing else reads the environment yet.
+        std::env::set_var("BURN_DEVICE", name);
+    }
     let device = device(cli.device);
     match cli.command {
         Command::Generate {

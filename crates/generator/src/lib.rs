@@ -92,6 +92,8 @@ pub fn target_log_likelihood(
     Ok(picked.mul(weights).sum_dim(1).reshape([b]))
 }
 
+pub mod trainer;
+
 /// Mean negative log-likelihood per answer token over the whole batch: the LM-ft loss.
 pub fn answer_nll(
     model: &Llama,

@@ -88,3 +88,164 @@ fn adamw_steps_reduce_the_answer_loss() {
     let last = loss_value(&model, &batch, &targets);
     assert!(last < first * 0.5, "loss {first} -> {last}");
 }
+
+mod trainer {
+    use super::*;
+    use radit_generator::trainer::{
+        clip_global_norm, train_lm, BatchSource, BoxError, LmFtConfig, Outcome,
+    };
+    use radit_train::metrics::MetricLogger;
+    use radit_train::schedule::LrSchedule;
+
+    /// Eight fixed micro-batches served round-robin; the position is the checkpointed state.
+    struct Cycle {
+        batches: Vec<(TokenBatch, Vec<u8>)>,
+        next: usize,
+    }
+
+    impl Cycle {
+        fn new() -> Self {
+            let batches = (0..8u32)
+                .map(|k| {
+                    let rows = vec![
+                        vec![1 + k, 2, 3, 4, 10 + k, 11 + k],
+                        vec![5, 6 + k, 7, 20 + k, 21],
+                    ];
+                    let batch = TokenBatch::from_rows(&rows, 0, PaddingSide::Right).unwrap();
+                    let mut mask = vec![0u8; 12];
+                    mask[4..6].copy_from_slice(&[1, 1]);
+                    mask[6 + 3..6 + 5].copy_from_slice(&[1, 1]);
+                    (batch, mask)
+                })
+                .collect();
+            Self { batches, next: 0 }
+        }
+    }
+
+    impl BatchSource for Cycle {
+        fn next_batch(&mut self) -> Result<(TokenBatch, Vec<u8>), BoxError> {
+            let b = self.batches[self.next % self.batches.len()].clone();
+            self.next += 1;
+            Ok(b)
+        }
+        fn state(&self) -> Vec<u8> {
+            (self.next as u64).to_le_bytes().to_vec()
+        }
+        fn restore(&mut self, state: &[u8]) -> Result<(), BoxError> {
+            self.next = u64::from_le_bytes(state.try_into()?) as usize;
+            Ok(())
+        }
+    }
+
+    fn config(max_steps: u64) -> LmFtConfig {
+        LmFtConfig {
+            lr: 5e-3,
+            weight_decay: 0.01,
+            schedule: LrSchedule::Cosine {
+                warmup_steps: 2,
+                total_steps: 6,
+                min_lr_ratio: 0.1,
+            },
+            max_steps,
+            grad_accum: 2,
+            max_grad_norm: Some(1.0),
+            save_every: 2,
+            keep_last: 2,
+        }
+    }
+
+    /// Every weight by name (parameter ids differ between runs, values must not).
+    fn weights(model: &Llama) -> Vec<(String, Vec<f32>)> {
+        radit_models::export::llama_tensors(model)
+            .unwrap()
+            .into_iter()
+            .map(|(name, t)| (name, t.data))
+            .collect()
+    }
+
+    #[test]
+    fn resumed_run_equals_uninterrupted_run_bitwise() {
+        let device = Device::flex().autodiff();
+        let mut logger = MetricLogger::new();
+        let straight_dir = tempfile::tempdir().unwrap();
+        let (straight, straight_state, outcome) = train_lm(
+            tiny(&device),
+            &mut Cycle::new(),
+            &config(6),
+            straight_dir.path(),
+            false,
+            &mut logger,
+            None,
+        )
+        .unwrap();
+        assert_eq!(outcome, Outcome::Finished);
+        assert_eq!(straight_state.losses.len(), 6);
+        assert!(straight_state.losses[5] < straight_state.losses[0]);
+
+        let split_dir = tempfile::tempdir().unwrap();
+        train_lm(
+            tiny(&device),
+            &mut Cycle::new(),
+            &config(3),
+            split_dir.path(),
+            false,
+            &mut logger,
+            None,
+        )
+        .unwrap();
+        // A fresh process would start from the base weights and a fresh data source.
+        let (resumed, resumed_state, _) = train_lm(
+            tiny(&device),
+            &mut Cycle::new(),
+            &config(6),
+            split_dir.path(),
+            true,
+            &mut logger,
+            None,
+        )
+        .unwrap();
+        assert_eq!(resumed_state.losses, straight_state.losses);
+        assert_eq!(weights(&resumed), weights(&straight));
+    }
+
+    #[test]
+    fn clipping_bounds_the_global_norm() {
+        let device = Device::flex().autodiff();
+        let model = tiny(&device);
+        let (batch, mask) = example();
+        let targets = LmTargets::from_answer_mask(&batch, &mask).unwrap();
+        let loss = answer_nll(&model, &batch, &targets).unwrap();
+        let mut grads = GradientsParams::from_grads(loss.backward(), &model);
+        let (model, before) = clip_global_norm(model, &mut grads, None);
+        assert!(before > 0.01, "norm {before}");
+        let (model, again) = clip_global_norm(model, &mut grads, Some(before / 4.0));
+        assert_eq!(again, before);
+        let (_, after) = clip_global_norm(model, &mut grads, None);
+        assert!(
+            (after - before / 4.0).abs() < 1e-3 * before,
+            "{before} -> {after}"
+        );
+    }
+
+    #[test]
+    fn exploding_loss_stops_with_the_last_good_checkpoint() {
+        let device = Device::flex().autodiff();
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = config(40);
+        cfg.lr = 1e6;
+        cfg.max_grad_norm = None;
+        cfg.schedule = LrSchedule::Constant { warmup_steps: 0 };
+        let err = train_lm(
+            tiny(&device),
+            &mut Cycle::new(),
+            &cfg,
+            dir.path(),
+            false,
+            &mut MetricLogger::new(),
+            None,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("loss became"), "{err}");
+    }
+}
