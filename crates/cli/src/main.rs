@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 mod index;
+mod train;
 
 use anyhow::{bail, Context, Result};
 use burn::tensor::Device;
@@ -82,6 +83,20 @@ enum Command {
         /// Override normalization: true or false.
         #[arg(long)]
         normalize: Option<bool>,
+    },
+    /// Run a training recipe (LM-ft today); `--resume` continues from the newest valid checkpoint.
+    Train {
+        /// The recipe (TOML).
+        recipe: PathBuf,
+        /// Override the recipe's output directory.
+        #[arg(long)]
+        output_dir: Option<PathBuf>,
+        /// Continue from the newest valid checkpoint in the output directory.
+        #[arg(long)]
+        resume: bool,
+        /// Override a recipe key, e.g. `--set stages.lm_ft.lr=2e-5` (repeatable).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        sets: Vec<String>,
     },
     /// Build, search and inspect document indexes.
     #[command(subcommand)]
@@ -182,6 +197,12 @@ fn main() -> Result<()> {
             }
         }
         Command::Index(command) => index::run(command, &device)?,
+        Command::Train {
+            recipe,
+            output_dir,
+            resume,
+            sets,
+        } => train::run(&recipe, output_dir, resume, &sets, &device)?,
         Command::Export { model, out, kind } => {
             match kind {
                 ModelKind::Generator => Generator::load(&model, &device)?.export(&out)?,

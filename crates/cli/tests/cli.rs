@@ -211,3 +211,152 @@ fn index_build_search_and_stats_with_minilm() {
         "{stats}"
     );
 }
+
+/// A small LM-ft recipe over the synthetic dataset, writing into `dir`.
+fn tiny_recipe(dir: &std::path::Path, root: &std::path::Path) -> PathBuf {
+    let repo = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+    let recipe = format!(
+        r#"seed = 7
+output_dir = "{out}"
+[generator]
+model = "{root}/SmolLM2-135M-Instruct-GGUF/SmolLM2-135M-Instruct.Q4_1.gguf"
+[retriever]
+encoder = "{root}/all-MiniLM-L6-v2"
+top_k = 2
+[docstore]
+corpus = "{repo}/datasets/synthetic/corpus.jsonl"
+index = "{index}"
+[data]
+train = "{repo}/datasets/synthetic/train.jsonl"
+train_limit = 12
+max_len = 64
+batch_size = 2
+[stages.lm_ft]
+lr = 1e-4
+max_steps = 5
+grad_accum = 2
+max_grad_norm = 1.0
+save_every = 2
+keep_last = 5
+schedule = {{ kind = "cosine", warmup_steps = 1, total_steps = 5 }}
+"#,
+        out = dir.join("unused").display(),
+        root = root.display(),
+        index = dir.join("index").display(),
+    );
+    let path = dir.join("recipe.toml");
+    std::fs::write(&path, recipe).unwrap();
+    path
+}
+
+fn final_state(run: &std::path::Path) -> (serde_json::Value, Vec<u8>) {
+    let trainer = std::fs::read(run.join("lm_ft/checkpoints/step-00000005/trainer.json")).unwrap();
+    let weights = std::fs::read(run.join("final/model.safetensors")).unwrap();
+    (serde_json::from_slice(&trainer).unwrap(), weights)
+}
+
+#[test]
+fn killed_training_resumes_to_the_same_weights_and_losses() {
+    let Some(root) = assets() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let recipe = tiny_recipe(dir.path(), &root);
+    let recipe = recipe.to_str().unwrap();
+    let straight = dir.path().join("straight");
+    let out = radit(
+        &["train", recipe, "--output-dir", straight.to_str().unwrap()],
+        &[],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let killed = dir.path().join("killed");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_radit"))
+        .args(["train", recipe, "--output-dir", killed.to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Kill at a step after the first checkpoint: as soon as step 2 is on disk, or a little later.
+    let delay_ms = (std::process::id() % 3) as u64 * 700;
+    let first = killed.join("lm_ft/checkpoints/step-00000002/manifest.json");
+    let start = std::time::Instant::now();
+    while !first.is_file() {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "training ended before its first checkpoint"
+        );
+        assert!(
+            start.elapsed().as_secs() < 600,
+            "no checkpoint after 10 minutes"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    assert!(
+        !killed.join("final").exists(),
+        "the run finished before it was killed"
+    );
+
+    let out = radit(
+        &[
+            "train",
+            recipe,
+            "--output-dir",
+            killed.to_str().unwrap(),
+            "--resume",
+        ],
+        &[],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (a_state, a_weights) = final_state(&straight);
+    let (b_state, b_weights) = final_state(&killed);
+    assert_eq!(a_state["losses"], b_state["losses"]);
+    assert_eq!(a_state["losses"].as_array().unwrap().len(), 5);
+    assert!(a_weights == b_weights, "final weights differ after resume");
+    // The resolved recipe is saved with every checkpoint.
+    let saved = std::fs::read_to_string(killed.join("lm_ft/checkpoints/step-00000005/recipe.toml"))
+        .unwrap();
+    assert!(saved.contains("max_steps = 5"), "{saved}");
+}
+
+#[test]
+fn recipe_typo_names_the_key_and_the_nearest_valid_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("assets");
+    let recipe = tiny_recipe(dir.path(), &root);
+    let text = std::fs::read_to_string(&recipe)
+        .unwrap()
+        .replace("max_grad_norm", "max_grad_nrom");
+    std::fs::write(&recipe, text).unwrap();
+    let out = radit(&["train", recipe.to_str().unwrap()], &[]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("max_grad_nrom") && err.contains("max_grad_norm"),
+        "{err}"
+    );
+    let recipe2 = tiny_recipe(dir.path(), &root);
+    let out = radit(
+        &[
+            "train",
+            recipe2.to_str().unwrap(),
+            "--set",
+            "stages.lm_ft.lrr=1",
+        ],
+        &[],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("lrr") && err.contains("`lr`"),
+        "{err}"
+    );
+}

@@ -74,8 +74,10 @@ pub struct TrainerState {
     pub step: u64,
     /// Loss of every step so far (for loss curves and resume checks).
     pub losses: Vec<f64>,
-    /// Answer tokens trained on so far.
+    /// Tokens (prompt and answer, padding excluded) processed so far.
     pub tokens: u64,
+    /// Answer tokens (loss targets) trained on so far.
+    pub answer_tokens: u64,
 }
 
 /// How a run ended.
@@ -171,6 +173,20 @@ fn state_err(what: &str, e: impl std::fmt::Display) -> TrainError {
     TrainError::State(format!("{what}: {e}"))
 }
 
+/// Where and how a run keeps its state.
+pub struct RunContext<'a> {
+    /// Run directory; checkpoints go to `run_dir/checkpoints`.
+    pub run_dir: &'a Path,
+    /// Continue from the newest valid checkpoint, if any.
+    pub resume: bool,
+    /// Files stored with every checkpoint besides the trainer's own (e.g. the resolved recipe).
+    pub extra_files: &'a [(&'a str, &'a [u8])],
+    /// Metric sinks.
+    pub logger: &'a mut MetricLogger,
+    /// Set by SIGTERM/SIGINT: save and stop.
+    pub stop: Option<&'a StopFlag>,
+}
+
 /// Runs (or resumes) LM-ft. `model` must live on an autodiff device. With `resume`, the newest
 /// valid checkpoint under `run_dir` restores weights, optimizer moments, data position and
 /// step, so the run continues exactly where it stopped.
@@ -178,11 +194,15 @@ pub fn train_lm(
     mut model: Llama,
     source: &mut dyn BatchSource,
     config: &LmFtConfig,
-    run_dir: &Path,
-    resume: bool,
-    logger: &mut MetricLogger,
-    stop: Option<&StopFlag>,
+    run: RunContext<'_>,
 ) -> Result<(Llama, TrainerState, Outcome), TrainError> {
+    let RunContext {
+        run_dir,
+        resume,
+        extra_files,
+        logger,
+        stop,
+    } = run;
     let mut optim = AdamWConfig::new()
         .with_weight_decay(config.weight_decay as f32)
         .init();
@@ -230,12 +250,13 @@ pub fn train_lm(
             .map_err(|e| state_err("model state", e))?;
         let trainer = serde_json::to_vec(state).map_err(|e| state_err("trainer.json", e))?;
         let data = source.state();
-        let files: [(&str, &[u8]); 4] = [
+        let mut files: Vec<(&str, &[u8])> = vec![
             ("model.bpk", &model_bytes),
             ("optimizer.bpk", &optim_bytes),
             ("data.bin", &data),
             ("trainer.json", &trainer),
         ];
+        files.extend_from_slice(extra_files);
         let mut metrics = BTreeMap::new();
         if let Some(loss) = state.losses.last() {
             metrics.insert("loss".to_string(), *loss);
@@ -251,11 +272,13 @@ pub fn train_lm(
         let started = Instant::now();
         let mut accumulator = GradientsAccumulator::<Llama>::new();
         let mut loss_sum = 0.0;
-        let mut tokens = 0.0f32;
+        let mut tokens = 0u64;
+        let mut answer_tokens = 0.0f32;
         for _ in 0..accum {
             let (batch, answer_mask) = source.next_batch().map_err(TrainError::Data)?;
             let targets = LmTargets::from_answer_mask(&batch, &answer_mask)?;
-            tokens += targets.count();
+            answer_tokens += targets.count();
+            tokens += batch.mask.iter().map(|&m| u64::from(m)).sum::<u64>();
             // Mean over micro-batches, not sum: the step size must not depend on `grad_accum`.
             let loss = answer_nll(&model, &batch, &targets)?.div_scalar(accum as f64);
             loss_sum += f64::from(loss.clone().into_scalar::<f32>());
@@ -269,15 +292,16 @@ pub fn train_lm(
         model = optim.step(lr, clipped, grads);
         state.step = step;
         state.losses.push(loss_sum);
-        state.tokens += tokens as u64;
+        state.tokens += tokens;
+        state.answer_tokens += answer_tokens as u64;
         let seconds = started.elapsed().as_secs_f64().max(1e-9);
         logger.log_scalars(
             step,
             &[
-                ("loss", loss_sum),
-                ("lr", lr),
-                ("grad_norm", grad_norm),
-                ("tokens_per_sec", f64::from(tokens) / seconds),
+                ("train/loss", loss_sum),
+                ("train/lr", lr),
+                ("train/grad_norm", grad_norm),
+                ("train/tokens_per_sec", tokens as f64 / seconds),
             ],
         );
         let interrupted = stop.is_some_and(StopFlag::requested);

@@ -92,7 +92,8 @@ fn adamw_steps_reduce_the_answer_loss() {
 mod trainer {
     use super::*;
     use radit_generator::trainer::{
-        clip_global_norm, train_lm, BatchSource, BoxError, LmFtConfig, Outcome,
+        clip_global_norm, train_lm, BatchSource, BoxError, LmFtConfig, Outcome, RunContext,
+        TrainerState,
     };
     use radit_train::metrics::MetricLogger;
     use radit_train::schedule::LrSchedule;
@@ -163,47 +164,40 @@ mod trainer {
             .collect()
     }
 
-    #[test]
-    fn resumed_run_equals_uninterrupted_run_bitwise() {
+    fn run(
+        dir: &std::path::Path,
+        cfg: &LmFtConfig,
+        resume: bool,
+    ) -> Result<(Llama, TrainerState, Outcome), String> {
         let device = Device::flex().autodiff();
         let mut logger = MetricLogger::new();
+        let ctx = RunContext {
+            run_dir: dir,
+            resume,
+            extra_files: &[("recipe.toml", b"x = 1")],
+            logger: &mut logger,
+            stop: None,
+        };
+        train_lm(tiny(&device), &mut Cycle::new(), cfg, ctx).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn resumed_run_equals_uninterrupted_run_bitwise() {
         let straight_dir = tempfile::tempdir().unwrap();
-        let (straight, straight_state, outcome) = train_lm(
-            tiny(&device),
-            &mut Cycle::new(),
-            &config(6),
-            straight_dir.path(),
-            false,
-            &mut logger,
-            None,
-        )
-        .unwrap();
+        let (straight, straight_state, outcome) =
+            run(straight_dir.path(), &config(6), false).unwrap();
         assert_eq!(outcome, Outcome::Finished);
         assert_eq!(straight_state.losses.len(), 6);
         assert!(straight_state.losses[5] < straight_state.losses[0]);
 
         let split_dir = tempfile::tempdir().unwrap();
-        train_lm(
-            tiny(&device),
-            &mut Cycle::new(),
-            &config(3),
-            split_dir.path(),
-            false,
-            &mut logger,
-            None,
-        )
-        .unwrap();
+        run(split_dir.path(), &config(3), false).unwrap();
+        assert!(split_dir
+            .path()
+            .join("checkpoints/step-00000003/recipe.toml")
+            .is_file());
         // A fresh process would start from the base weights and a fresh data source.
-        let (resumed, resumed_state, _) = train_lm(
-            tiny(&device),
-            &mut Cycle::new(),
-            &config(6),
-            split_dir.path(),
-            true,
-            &mut logger,
-            None,
-        )
-        .unwrap();
+        let (resumed, resumed_state, _) = run(split_dir.path(), &config(6), true).unwrap();
         assert_eq!(resumed_state.losses, straight_state.losses);
         assert_eq!(weights(&resumed), weights(&straight));
     }
@@ -229,23 +223,12 @@ mod trainer {
 
     #[test]
     fn exploding_loss_stops_with_the_last_good_checkpoint() {
-        let device = Device::flex().autodiff();
         let dir = tempfile::tempdir().unwrap();
         let mut cfg = config(40);
         cfg.lr = 1e6;
         cfg.max_grad_norm = None;
         cfg.schedule = LrSchedule::Constant { warmup_steps: 0 };
-        let err = train_lm(
-            tiny(&device),
-            &mut Cycle::new(),
-            &cfg,
-            dir.path(),
-            false,
-            &mut MetricLogger::new(),
-            None,
-        )
-        .unwrap_err()
-        .to_string();
+        let err = run(dir.path(), &cfg, false).unwrap_err();
         assert!(err.contains("loss became"), "{err}");
     }
 }

@@ -1,0 +1,467 @@
+//! `radit train RECIPE`: the LM-ft stage of RA-DIT driven by a TOML recipe.
+//!
+//! docstore (built or reused) → top-k chunks per training question → one instance per chunk
+//! (answer-only labels) → deterministic sampler → LM-ft with checkpoints → dev EM/F1 before and
+//! after → the fine-tuned generator exported as a Hugging Face checkpoint.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use burn::tensor::Device;
+use radit_data::{
+    load_dataset, pad_batch, BuildReport, DatasetFormat, Example, ExampleKey, Instance,
+    InstanceBuilder, InstanceConfig, QaMetrics, Sampler, SamplerConfig, SamplerState, Tokenize,
+};
+use radit_docstore::{build_index, BuildOptions, ChunkParams, DocStore, Retriever, SearchMode};
+use radit_generator::trainer::{train_lm, BatchSource, BoxError, LmFtConfig, Outcome, RunContext};
+use radit_models::{generate, GenerationConfig, Generator, Llama, TextTokenizer, TokenBatch};
+use radit_train::metrics::{ConsoleOptions, ConsoleSink, JsonlSink, MetricLogger, TensorBoardSink};
+use serde::{Deserialize, Serialize};
+
+use crate::index::ModelEmbedder;
+
+/// A training recipe.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Recipe {
+    /// Seed of prompt markers, data order and mixture sampling.
+    #[serde(default)]
+    pub seed: u64,
+    /// Where checkpoints, logs, the index and the final model go.
+    pub output_dir: PathBuf,
+    /// The generator to fine-tune.
+    pub generator: GeneratorSection,
+    /// The retriever whose document encoder builds the index.
+    pub retriever: RetrieverSection,
+    /// The corpus.
+    pub docstore: DocstoreSection,
+    /// Training and evaluation data.
+    pub data: DataSection,
+    /// Stages, in order.
+    pub stages: Stages,
+    /// Metric sinks.
+    #[serde(default)]
+    pub logging: Logging,
+}
+
+/// `[generator]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GeneratorSection {
+    /// Model source: directory, .gguf file or hub id.
+    pub model: String,
+}
+
+/// `[retriever]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetrieverSection {
+    /// Encoder source: directory or hub id.
+    pub encoder: String,
+    /// Chunks retrieved per question; each becomes one training instance (paper: 3).
+    #[serde(default = "default_top_k")]
+    pub top_k: usize,
+}
+
+/// `[docstore]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DocstoreSection {
+    /// Corpus file or folder.
+    pub corpus: PathBuf,
+    /// Index directory (default: `output_dir/index`).
+    #[serde(default)]
+    pub index: Option<PathBuf>,
+    /// Maximum words per chunk.
+    #[serde(default = "default_chunk_words")]
+    pub chunk_words: usize,
+}
+
+/// `[data]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataSection {
+    /// Training dataset (JSONL with `question`/`answers`, or DPR TSV by extension).
+    pub train: PathBuf,
+    /// Dev dataset for EM/F1 before and after training.
+    #[serde(default)]
+    pub dev: Option<PathBuf>,
+    /// Use at most this many training examples (0: all).
+    #[serde(default)]
+    pub train_limit: usize,
+    /// Evaluate on at most this many dev examples (0: all).
+    #[serde(default)]
+    pub dev_limit: usize,
+    /// Longest instance in tokens; the background chunk is truncated to fit.
+    pub max_len: usize,
+    /// Instances per micro-batch.
+    pub batch_size: usize,
+    /// Per-dataset cap per epoch (paper: 7,500).
+    #[serde(default)]
+    pub cap: Option<usize>,
+    /// New tokens generated per dev answer.
+    #[serde(default = "default_answer_tokens")]
+    pub answer_tokens: usize,
+}
+
+/// `[stages]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Stages {
+    /// LM-ft: fine-tune the generator on retrieval-augmented instances.
+    pub lm_ft: LmFtConfig,
+}
+
+/// `[logging]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Logging {
+    /// Write TensorBoard event files to `output_dir/tensorboard`.
+    #[serde(default = "yes")]
+    pub tensorboard: bool,
+    /// Append metrics to `output_dir/metrics.jsonl`.
+    #[serde(default = "yes")]
+    pub jsonl: bool,
+}
+
+impl Default for Logging {
+    fn default() -> Self {
+        Self {
+            tensorboard: true,
+            jsonl: true,
+        }
+    }
+}
+
+fn default_top_k() -> usize {
+    3
+}
+fn default_chunk_words() -> usize {
+    100
+}
+fn default_answer_tokens() -> usize {
+    16
+}
+fn yes() -> bool {
+    true
+}
+
+/// The generator's tokenizer seen through the data crate's interface.
+struct TokenizerAdapter<'a>(&'a TextTokenizer);
+
+impl Tokenize for TokenizerAdapter<'_> {
+    fn encode(&self, text: &str) -> Result<Vec<u32>, radit_data::BoxError> {
+        let options = radit_models::EncodeOptions {
+            add_special_tokens: false,
+            ..Default::default()
+        };
+        Ok(self.0.encode_with(text, &options)?)
+    }
+    fn bos_id(&self) -> Option<u32> {
+        self.0.bos_token().and_then(|t| self.0.token_id(t))
+    }
+    fn eos_id(&self) -> Option<u32> {
+        self.0.stop_ids().first().copied()
+    }
+}
+
+/// Training instances served by the deterministic sampler.
+struct InstanceSource {
+    instances: Vec<Instance>,
+    sampler: Sampler,
+    pad_id: u32,
+}
+
+impl BatchSource for InstanceSource {
+    fn next_batch(&mut self) -> Result<(TokenBatch, Vec<u8>), BoxError> {
+        let sampled = self.sampler.next_batch();
+        let batch = pad_batch(&self.instances, &sampled.indices, self.pad_id, None)?;
+        let tokens = TokenBatch::packed(batch.ids, batch.segment_ids, batch.rows, batch.seq_len)?;
+        Ok((tokens, batch.answer_mask))
+    }
+    fn state(&self) -> Vec<u8> {
+        serde_json::to_vec(&self.sampler.state()).unwrap_or_default()
+    }
+    fn restore(&mut self, state: &[u8]) -> Result<(), BoxError> {
+        let state: SamplerState = serde_json::from_slice(state)?;
+        Ok(self.sampler.restore(state)?)
+    }
+}
+
+fn format_for(path: &Path) -> Option<DatasetFormat> {
+    match path.extension().and_then(|e| e.to_str()) {
+        Some("tsv" | "txt") => Some(DatasetFormat::DprTsv),
+        _ => None,
+    }
+}
+
+fn load_examples(path: &Path, limit: usize) -> Result<Vec<Example>> {
+    let dataset = load_dataset(path, format_for(path).as_ref())
+        .with_context(|| format!("loading dataset {}", path.display()))?;
+    if !dataset.report.skipped.is_empty() {
+        eprintln!("{}", dataset.report);
+    }
+    let mut examples = dataset.examples;
+    if limit > 0 {
+        examples.truncate(limit);
+    }
+    Ok(examples)
+}
+
+/// `{title}: {text}`, the chunk as the generator reads it in `Background: ...`.
+fn chunk_text(hit: &radit_docstore::Hit) -> String {
+    if hit.chunk.title.is_empty() {
+        hit.chunk.text.clone()
+    } else {
+        format!("{}: {}", hit.chunk.title, hit.chunk.text)
+    }
+}
+
+/// The top-k chunk texts for each question.
+fn retrieve(
+    store: &DocStore,
+    embedder: &ModelEmbedder,
+    questions: &[&str],
+    k: usize,
+) -> Result<Vec<Vec<String>>> {
+    let retriever = Retriever::new(store, embedder)?;
+    let mut out = Vec::with_capacity(questions.len());
+    for chunk in questions.chunks(64) {
+        for hits in retriever.retrieve(chunk, k, &SearchMode::default())? {
+            out.push(hits.iter().map(chunk_text).collect());
+        }
+    }
+    Ok(out)
+}
+
+/// Dev EM/F1: greedy answers from the prompt with the top-1 chunk.
+fn evaluate(
+    model: &Llama,
+    tokenizer: &TextTokenizer,
+    builder: &InstanceBuilder<TokenizerAdapter<'_>>,
+    dev: &[Example],
+    chunks: &[Vec<String>],
+    answer_tokens: usize,
+) -> Result<QaMetrics> {
+    let mut metrics = QaMetrics::default();
+    let prompts = dev
+        .iter()
+        .zip(chunks)
+        .enumerate()
+        .map(|(i, (ex, c))| {
+            let key = ExampleKey {
+                dataset: 1,
+                example: i,
+            };
+            let prompt = builder.prompt(
+                key,
+                &ex.question,
+                c.first().map(String::as_str),
+                answer_tokens,
+            )?;
+            Ok(prompt.map(|p| p.ids).unwrap_or_default())
+        })
+        .collect::<Result<Vec<Vec<u32>>, radit_data::DataError>>()?;
+    let mut stops = tokenizer.stop_ids().to_vec();
+    // Answers are one line: a newline ends them as EOS does.
+    stops.extend(tokenizer.token_id("Ċ"));
+    let config = GenerationConfig {
+        max_new_tokens: answer_tokens,
+        stop_ids: stops,
+        ..Default::default()
+    };
+    for (batch, examples) in prompts.chunks(8).zip(dev.chunks(8)) {
+        let outputs = generate(model, batch, &config, tokenizer.pad_id())?;
+        for (out, ex) in outputs.iter().zip(examples) {
+            let text = tokenizer.decode(out, true)?;
+            let answer = text.lines().next().unwrap_or("").trim();
+            metrics.add(answer, &ex.answers);
+        }
+    }
+    Ok(metrics)
+}
+
+/// Expands `${RADIT_ASSETS}` (default `~/.cache/radit/assets`, where `scripts/fetch-assets.sh`
+/// puts models) and a leading `~/` in a model spec, so shipped recipes work on any machine.
+pub fn expand_spec(spec: &str) -> String {
+    let home = std::env::var("HOME").unwrap_or_default();
+    let assets =
+        std::env::var("RADIT_ASSETS").unwrap_or_else(|_| format!("{home}/.cache/radit/assets"));
+    let spec = spec.replace("${RADIT_ASSETS}", &assets);
+    match spec.strip_prefix("~/") {
+        Some(rest) => format!("{home}/{rest}"),
+        None => spec,
+    }
+}
+
+/// Runs `radit train`.
+pub fn run(
+    recipe_path: &Path,
+    output_dir: Option<PathBuf>,
+    resume: bool,
+    sets: &[String],
+    device: &Device,
+) -> Result<()> {
+    let (mut recipe, _) = radit_train::recipe::load_recipe::<Recipe>(recipe_path, sets)?;
+    if let Some(dir) = output_dir {
+        recipe.output_dir = dir;
+    }
+    recipe.generator.model = expand_spec(&recipe.generator.model);
+    recipe.retriever.encoder = expand_spec(&recipe.retriever.encoder);
+    let out = recipe.output_dir.clone();
+    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    let resolved = toml::to_string(&recipe).context("serializing the resolved recipe")?;
+    std::fs::write(out.join("recipe.toml"), &resolved)?;
+
+    let embedder = ModelEmbedder::load(&recipe.retriever.encoder, device)?;
+    let index = recipe
+        .docstore
+        .index
+        .clone()
+        .unwrap_or_else(|| out.join("index"));
+    if !index.join("manifest.json").is_file() {
+        let options = BuildOptions {
+            chunking: ChunkParams {
+                max_words: recipe.docstore.chunk_words,
+                overlap: 0,
+            },
+            ..BuildOptions::default()
+        };
+        build_index(&recipe.docstore.corpus, &index, &embedder, &options)
+            .with_context(|| format!("building index {}", index.display()))?;
+    }
+    let store =
+        DocStore::open(&index).with_context(|| format!("opening index {}", index.display()))?;
+
+    let generator = Generator::load(&recipe.generator.model, device)
+        .with_context(|| format!("loading generator {}", recipe.generator.model))?;
+    let tokenizer = generator.tokenizer.clone();
+    let data = &recipe.data;
+    let builder = InstanceBuilder::new(
+        TokenizerAdapter(&tokenizer),
+        InstanceConfig {
+            max_len: data.max_len,
+            add_bos: false,
+            seed: recipe.seed,
+        },
+    )?;
+
+    let train = load_examples(&data.train, data.train_limit)?;
+    if train.is_empty() {
+        bail!("{}: no training examples", data.train.display());
+    }
+    let questions: Vec<&str> = train.iter().map(|e| e.question.as_str()).collect();
+    let chunks = retrieve(&store, &embedder, &questions, recipe.retriever.top_k)?;
+    let mut report = BuildReport::default();
+    let mut instances = Vec::new();
+    for (i, (example, top)) in train.iter().zip(&chunks).enumerate() {
+        let key = ExampleKey {
+            dataset: 0,
+            example: i,
+        };
+        instances.extend(builder.instances(key, example, top, &mut report)?);
+    }
+    eprintln!("{report}");
+    if instances.is_empty() {
+        bail!("no training instance fits max_len {}", data.max_len);
+    }
+    let sampler = Sampler::from_instances(
+        &instances,
+        SamplerConfig {
+            batch_size: data.batch_size,
+            seed: recipe.seed,
+            cap: data.cap,
+            drop_last: false,
+        },
+    )?;
+    let mut source = InstanceSource {
+        instances,
+        sampler,
+        pad_id: tokenizer.pad_id(),
+    };
+
+    let dev = match &data.dev {
+        Some(path) => load_examples(path, data.dev_limit)?,
+        None => Vec::new(),
+    };
+    let dev_questions: Vec<&str> = dev.iter().map(|e| e.question.as_str()).collect();
+    let dev_chunks = retrieve(&store, &embedder, &dev_questions, 1)?;
+    let evaluate_on = |model: &Llama| {
+        evaluate(
+            model,
+            &tokenizer,
+            &builder,
+            &dev,
+            &dev_chunks,
+            data.answer_tokens,
+        )
+    };
+    let before = if dev.is_empty() || resume {
+        None
+    } else {
+        Some(evaluate_on(&generator.model)?)
+    };
+
+    let mut logger = MetricLogger::new();
+    let cfg = &recipe.stages.lm_ft;
+    logger.add(Box::new(ConsoleSink::stderr(ConsoleOptions {
+        total_steps: Some(cfg.max_steps),
+        ..ConsoleOptions::default()
+    })));
+    if recipe.logging.tensorboard {
+        logger.add(Box::new(TensorBoardSink::create(&out.join("tensorboard"))?));
+    }
+    if recipe.logging.jsonl {
+        logger.add(Box::new(JsonlSink::append(&out.join("metrics.jsonl"))?));
+    }
+    let stop = radit_train::signals::install()?;
+    let train_device = device.clone().autodiff();
+    let model = Generator::load(&recipe.generator.model, &train_device)?.model;
+    let run_dir = out.join("lm_ft");
+    let ctx = RunContext {
+        run_dir: &run_dir,
+        resume,
+        extra_files: &[("recipe.toml", resolved.as_bytes())],
+        logger: &mut logger,
+        stop: Some(&stop),
+    };
+    let (model, state, outcome) = train_lm(model, &mut source, cfg, ctx)?;
+    if outcome == Outcome::Interrupted {
+        eprintln!(
+            "stopped by signal at step {}; resume with --resume",
+            state.step
+        );
+        return Ok(());
+    }
+    let trained = Generator {
+        model,
+        tokenizer: tokenizer.clone(),
+    };
+    trained.export(&out.join("final"))?;
+    if !dev.is_empty() {
+        let after = evaluate_on(&trained.model)?;
+        logger.log_scalars(
+            state.step,
+            &[("dev/em", after.em()), ("dev/f1", after.f1())],
+        );
+        logger.flush();
+        println!("| model | dev EM | dev F1 | n |");
+        println!("|---|---|---|---|");
+        if let Some(b) = before {
+            println!(
+                "| base (top-1 chunk) | {:.3} | {:.3} | {} |",
+                b.em(),
+                b.f1(),
+                dev.len()
+            );
+        }
+        println!(
+            "| LM-ft (top-1 chunk) | {:.3} | {:.3} | {} |",
+            after.em(),
+            after.f1(),
+            dev.len()
+        );
+    }
+    eprintln!("wrote {}", out.join("final").display());
+    Ok(())
+}

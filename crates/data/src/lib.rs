@@ -1,0 +1,51 @@
+//! Data handling for RA-DIT (retrieval-augmented dual instruction tuning).
+//!
+//! The path from a dataset file to token batches:
+//!
+//! 1. [`load_dataset`] (or [`load_jsonl`] / [`load_dpr_tsv`]) reads [`Example`]s and a
+//!    [`LoadReport`] listing every malformed line with its file and line number.
+//! 2. The caller retrieves the top-k chunk texts per example; [`InstanceBuilder::instances`]
+//!    turns one example and its chunks into k independent [`Instance`]s (one per chunk, or one
+//!    with the example's gold context), rendered with the RA-DIT prompt
+//!    (`Background: {chunk}\n\n{instruction}{answer}`) and tokenized through [`Tokenize`],
+//!    with an answer-only loss mask. Over-long instances lose background tokens, never
+//!    instruction or answer tokens; both cases are counted in a [`BuildReport`].
+//! 3. A [`Sampler`] over the instances (grouped by dataset and example, capped per dataset as
+//!    in the paper's mixture) yields batches of instance indices in a `(seed, epoch)` order; its
+//!    [`SamplerState`] goes into the checkpoint and restores the exact same batch sequence.
+//! 4. [`pad_batch`] or [`packed_batch`] collate the instances of a step into a host [`Batch`]
+//!    (`ids`, `mask`, `answer_mask`, `segment_ids`, `positions`, row-major `[rows, seq_len]`).
+//!
+//! [`metrics`] holds SQuAD-normalized exact match and token F1 for evaluation.
+
+#![deny(missing_docs)]
+
+mod batch;
+mod dataset;
+mod error;
+mod instance;
+pub mod metrics;
+mod prompt;
+mod rng;
+mod sampler;
+mod tokenize;
+
+pub use batch::{pack_rows, packed_batch, pad_batch, Batch};
+pub use dataset::{
+    load_dataset, load_dpr_tsv, load_jsonl, parse_python_str_list, read_dpr_tsv, read_jsonl,
+    Dataset, DatasetFormat, Example, JsonlFields, LoadReport, SkippedLine,
+};
+pub use error::{BoxError, DataError};
+pub use instance::{
+    BuildOutcome, BuildReport, ExampleKey, Instance, InstanceBuilder, InstanceConfig, PromptTokens,
+    SkippedInstance,
+};
+pub use metrics::{exact_match, normalize_answer, token_f1, QaMetrics};
+pub use prompt::{
+    markers, render_prompt, ChatRender, Markers, PromptParts, PromptStyle, ANSWER_PREFIXES,
+    BACKGROUND_PREFIX, BACKGROUND_SEPARATOR, INSTRUCTION_PREFIXES,
+};
+pub use sampler::{
+    group_instances, mixture_selection, SampledBatch, Sampler, SamplerConfig, SamplerState,
+};
+pub use tokenize::Tokenize;
