@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+mod bench;
 mod index;
 mod train;
 
@@ -101,6 +102,9 @@ enum Command {
     /// Build, search and inspect document indexes.
     #[command(subcommand)]
     Index(index::IndexCommand),
+    /// Throughput benchmarks (DESIGN.md, "Benchmarks").
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
     /// Write a model as a Hugging Face safetensors checkpoint.
     Export {
         /// Model to read.
@@ -197,6 +201,7 @@ fn main() -> Result<()> {
             }
         }
         Command::Index(command) => index::run(command, &device)?,
+        Command::Bench(command) => bench::run(command, &device)?,
         Command::Train {
             recipe,
             output_dir,

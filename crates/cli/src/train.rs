@@ -418,12 +418,26 @@ pub fn run(
     let train_device = device.clone().autodiff();
     let model = Generator::load(&recipe.generator.model, &train_device)?.model;
     let run_dir = out.join("lm_ft");
+    let mut dev_eval = |m: &Llama| -> Result<Vec<(String, f64)>, BoxError> {
+        let metrics = evaluate_on(m)?;
+        Ok(vec![
+            ("dev/em".into(), metrics.em()),
+            ("dev/f1".into(), metrics.f1()),
+        ])
+    };
+    let evaluate: Option<&mut radit_generator::trainer::Evaluator<'_>> =
+        if dev.is_empty() || cfg.eval_every.is_none() {
+            None
+        } else {
+            Some(&mut dev_eval)
+        };
     let ctx = RunContext {
         run_dir: &run_dir,
         resume,
         extra_files: &[("recipe.toml", resolved.as_bytes())],
         logger: &mut logger,
         stop: Some(&stop),
+        evaluate,
     };
     let (model, state, outcome) = train_lm(model, &mut source, cfg, ctx)?;
     if outcome == Outcome::Interrupted {

@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::fsutil::{cast_slice, extend_u32, map_file, pad8};
-use crate::kernels::dot;
+use crate::kernels::{dot, dot4};
 use crate::topk::Scored;
 
 const MAGIC: &[u8; 8] = b"RDHNSW01";
@@ -229,14 +229,25 @@ fn search_layer<G: Graph>(
                 .iter()
                 .filter(|&&nb| vis.insert(nb)),
         );
-        for &nb in fresh.iter().take(2) {
+        for &nb in fresh.iter().take(4) {
             sp.prefetch(nb);
         }
+        let mut dists = [0f32; 4];
         for (i, &nb) in fresh.iter().enumerate() {
-            if let Some(&ahead) = fresh.get(i + 2) {
-                sp.prefetch(ahead);
+            if i % 4 == 0 {
+                for &ahead in fresh.iter().skip(i + 4).take(4) {
+                    sp.prefetch(ahead);
+                }
+                if i + 4 <= fresh.len() {
+                    let r = |j: usize| sp.row(fresh[i + j]);
+                    dists = dot4(q, [r(0), r(1), r(2), r(3)]).map(|x| -x);
+                } else {
+                    for (j, &v) in fresh[i..].iter().enumerate() {
+                        dists[j] = sp.dist(q, v);
+                    }
+                }
             }
-            let d = sp.dist(q, nb);
+            let d = dists[i % 4];
             let far = res.peek().map_or(f32::INFINITY, |w| w.d);
             if res.len() < ef || d < far {
                 let cand = Cand { d, id: nb };
@@ -282,20 +293,44 @@ struct Builder<'a> {
     m0: usize,
     efc: usize,
     levels: Vec<u8>,
-    links: Vec<Vec<Vec<u32>>>,
+    /// Level-0 links, `m0 + 1` slots per node: the count, then the neighbours (one cache-friendly
+    /// region per node; level 0 is where the search spends its time).
+    links0: Vec<u32>,
+    /// Links on levels 1.. (`upper[v][l - 1]`), for the few nodes that have them.
+    upper: Vec<Vec<Vec<u32>>>,
     entry: Option<u32>,
     max_level: usize,
 }
 
 impl Graph for Builder<'_> {
+    #[inline]
     fn neighbors(&self, v: u32, level: usize) -> &[u32] {
-        self.links[v as usize]
-            .get(level)
-            .map_or(&[][..], |l| l.as_slice())
+        let v = v as usize;
+        if level == 0 {
+            let base = v * (self.m0 + 1);
+            let len = self.links0[base] as usize;
+            &self.links0[base + 1..base + 1 + len]
+        } else {
+            self.upper[v]
+                .get(level - 1)
+                .map_or(&[][..], |l| l.as_slice())
+        }
     }
 }
 
 impl Builder<'_> {
+    fn set_links(&mut self, v: usize, level: usize, list: &[u32]) {
+        if level == 0 {
+            let base = v * (self.m0 + 1);
+            let len = list.len().min(self.m0);
+            self.links0[base] = len as u32;
+            self.links0[base + 1..base + 1 + len].copy_from_slice(&list[..len]);
+        } else if let Some(slot) = self.upper[v].get_mut(level - 1) {
+            slot.clear();
+            slot.extend_from_slice(list);
+        }
+    }
+
     fn cap(&self, level: usize) -> usize {
         if level == 0 {
             self.m0
@@ -324,14 +359,28 @@ impl Builder<'_> {
                 eps = w;
             }
         }
+        // Batch members the frozen graph cannot return; only those closer than the farthest
+        // graph candidate of a full list can matter.
+        let bar: Vec<f32> = per
+            .iter()
+            .map(|c| {
+                if c.len() >= self.efc {
+                    c.last().map_or(f32::INFINITY, |w| w.d)
+                } else {
+                    f32::INFINITY
+                }
+            })
+            .collect();
         for p in s..e {
             if p == q {
                 continue;
             }
             let d = self.sp.dist(qv, p as u32);
             let top = lq.min(self.levels[p] as usize);
-            for lvl in per.iter_mut().take(top + 1) {
-                lvl.push(Cand { d, id: p as u32 });
+            for (lvl, &b) in per.iter_mut().zip(&bar).take(top + 1) {
+                if d < b {
+                    lvl.push(Cand { d, id: p as u32 });
+                }
             }
         }
         per.into_iter()
@@ -356,8 +405,10 @@ impl Builder<'_> {
                 edges.extend(list.iter().map(|&t| (t, l as u8, q)));
             }
         }
-        for (i, lists) in fwd.into_iter().enumerate() {
-            self.links[s + i] = lists;
+        for (i, lists) in fwd.iter().enumerate() {
+            for (l, list) in lists.iter().enumerate() {
+                self.set_links(s + i, l, list);
+            }
         }
         edges.sort_unstable();
         let mut groups: Vec<(usize, usize)> = Vec::new();
@@ -397,9 +448,7 @@ impl Builder<'_> {
             })
             .collect();
         for (t, l, list) in updates {
-            if let Some(slot) = self.links[t as usize].get_mut(l) {
-                *slot = list;
-            }
+            self.set_links(t as usize, l, &list);
         }
         for q in s..e {
             let lq = self.levels[q] as usize;
@@ -431,17 +480,19 @@ pub(crate) fn build(
     }
     let ml = 1.0 / (params.m as f64).ln();
     let levels: Vec<u8> = (0..n).map(|i| level_of(params.seed, i, ml)).collect();
-    let links = levels
+    let upper = levels
         .iter()
-        .map(|&l| vec![Vec::new(); l as usize + 1])
+        .map(|&l| vec![Vec::new(); l as usize])
         .collect();
+    let m0 = params.m * 2;
     let mut b = Builder {
         sp: Space { data, dim },
         m: params.m,
-        m0: params.m * 2,
+        m0,
         efc: params.ef_construction.max(params.m),
+        links0: vec![0; n * (m0 + 1)],
         levels,
-        links,
+        upper,
         entry: None,
         max_level: 0,
     };

@@ -10,7 +10,7 @@ use burn::optim::{AdamWConfig, GradientsAccumulator, GradientsParams};
 use burn::store::ModuleRecord;
 use burn::tensor::{Bytes, Tensor};
 use radit_models::{Llama, TokenBatch};
-use radit_train::checkpoint::{CheckpointManager, Retention};
+use radit_train::checkpoint::{BestMetric, CheckpointManager, MetricMode, Retention};
 use radit_train::guard::LossGuard;
 use radit_train::metrics::MetricLogger;
 use radit_train::schedule::LrSchedule;
@@ -57,6 +57,33 @@ pub struct LmFtConfig {
     /// Checkpoints kept besides the newest.
     #[serde(default = "three")]
     pub keep_last: usize,
+    /// Also save when this many minutes have passed since the last save.
+    #[serde(default)]
+    pub save_every_minutes: Option<f64>,
+    /// Evaluate (and save) every this many steps, when the caller gives an evaluator.
+    #[serde(default)]
+    pub eval_every: Option<u64>,
+    /// The evaluation metric that picks the best checkpoint (kept through retention);
+    /// larger is better unless its name contains `loss`.
+    #[serde(default = "default_best_metric")]
+    pub best_metric: String,
+    /// Stop after this many evaluations without a new best.
+    #[serde(default)]
+    pub early_stopping_patience: Option<u64>,
+}
+
+fn default_best_metric() -> String {
+    "dev/em".into()
+}
+
+impl LmFtConfig {
+    fn best_mode(&self) -> MetricMode {
+        if self.best_metric.contains("loss") {
+            MetricMode::Min
+        } else {
+            MetricMode::Max
+        }
+    }
 }
 
 fn one() -> usize {
@@ -78,6 +105,12 @@ pub struct TrainerState {
     pub tokens: u64,
     /// Answer tokens (loss targets) trained on so far.
     pub answer_tokens: u64,
+    /// Best value of the best metric so far, and the step it was reached at.
+    #[serde(default)]
+    pub best: Option<(f64, u64)>,
+    /// Evaluations since the last new best (for early stopping).
+    #[serde(default)]
+    pub evals_without_improvement: u64,
 }
 
 /// How a run ended.
@@ -87,6 +120,8 @@ pub enum Outcome {
     Finished,
     /// Stopped by SIGTERM/SIGINT after saving a checkpoint.
     Interrupted,
+    /// Stopped because the best metric stopped improving.
+    EarlyStopped,
 }
 
 /// Errors of the training loop.
@@ -173,6 +208,9 @@ fn state_err(what: &str, e: impl std::fmt::Display) -> TrainError {
     TrainError::State(format!("{what}: {e}"))
 }
 
+/// Scores the model on held-out data: `(metric name, value)` pairs, e.g. `("dev/em", 0.7)`.
+pub type Evaluator<'a> = dyn FnMut(&Llama) -> Result<Vec<(String, f64)>, BoxError> + 'a;
+
 /// Where and how a run keeps its state.
 pub struct RunContext<'a> {
     /// Run directory; checkpoints go to `run_dir/checkpoints`.
@@ -185,6 +223,8 @@ pub struct RunContext<'a> {
     pub logger: &'a mut MetricLogger,
     /// Set by SIGTERM/SIGINT: save and stop.
     pub stop: Option<&'a StopFlag>,
+    /// Runs every `eval_every` steps on a gradient-free snapshot of the model.
+    pub evaluate: Option<&'a mut Evaluator<'a>>,
 }
 
 /// Runs (or resumes) LM-ft. `model` must live on an autodiff device. With `resume`, the newest
@@ -202,15 +242,24 @@ pub fn train_lm(
         extra_files,
         logger,
         stop,
+        mut evaluate,
     } = run;
     let mut optim = AdamWConfig::new()
         .with_weight_decay(config.weight_decay as f32)
         .init();
+    // Best-by-metric retention only makes sense when something is evaluated.
+    let best = evaluate
+        .as_ref()
+        .and(config.eval_every)
+        .map(|_| BestMetric {
+            name: config.best_metric.clone(),
+            mode: config.best_mode(),
+        });
     let mut manager = CheckpointManager::new(
         run_dir,
         Retention {
             keep_last: config.keep_last.max(1),
-            best: None,
+            best,
         },
     );
     let mut state = TrainerState::default();
@@ -241,7 +290,8 @@ pub fn train_lm(
                 model: &Llama,
                 optim_bytes: Vec<u8>,
                 source: &dyn BatchSource,
-                state: &TrainerState|
+                state: &TrainerState,
+                eval: &[(String, f64)]|
      -> Result<PathBuf, TrainError> {
         let model_bytes = model
             .clone()
@@ -259,7 +309,10 @@ pub fn train_lm(
         files.extend_from_slice(extra_files);
         let mut metrics = BTreeMap::new();
         if let Some(loss) = state.losses.last() {
-            metrics.insert("loss".to_string(), *loss);
+            metrics.insert("train/loss".to_string(), *loss);
+        }
+        for (name, value) in eval {
+            metrics.insert(name.clone(), *value);
         }
         let saved = manager.save(state.step, &files, &metrics)?;
         for w in &saved.warnings {
@@ -268,6 +321,7 @@ pub fn train_lm(
         Ok(saved.dir)
     };
     let accum = config.grad_accum.max(1);
+    let mut last_save = Instant::now();
     while state.step < config.max_steps {
         let started = Instant::now();
         let mut accumulator = GradientsAccumulator::<Llama>::new();
@@ -304,18 +358,63 @@ pub fn train_lm(
                 ("train/tokens_per_sec", tokens as f64 / seconds),
             ],
         );
+        let mut eval_metrics = Vec::new();
+        let mut early_stop = false;
+        if let (Some(every), Some(evaluator)) = (config.eval_every, evaluate.as_mut()) {
+            if step % every.max(1) == 0 || step == config.max_steps {
+                eval_metrics = evaluator(&model.valid()).map_err(TrainError::Data)?;
+                let scalars: Vec<(&str, f64)> =
+                    eval_metrics.iter().map(|(n, v)| (n.as_str(), *v)).collect();
+                logger.log_scalars(step, &scalars);
+                if let Some(&(_, value)) =
+                    eval_metrics.iter().find(|(n, _)| *n == config.best_metric)
+                {
+                    let better = match (state.best, config.best_mode()) {
+                        (None, _) => true,
+                        (Some((b, _)), MetricMode::Max) => value > b,
+                        (Some((b, _)), MetricMode::Min) => value < b,
+                    };
+                    if better {
+                        state.best = Some((value, step));
+                        state.evals_without_improvement = 0;
+                    } else {
+                        state.evals_without_improvement += 1;
+                    }
+                    early_stop = config
+                        .early_stopping_patience
+                        .is_some_and(|p| state.evals_without_improvement >= p);
+                }
+            }
+        }
         let interrupted = stop.is_some_and(StopFlag::requested);
-        if step % config.save_every.max(1) == 0 || step == config.max_steps || interrupted {
+        let timed = config
+            .save_every_minutes
+            .is_some_and(|m| last_save.elapsed().as_secs_f64() >= m * 60.0);
+        let due = step % config.save_every.max(1) == 0 || step == config.max_steps;
+        if due || timed || interrupted || early_stop || !eval_metrics.is_empty() {
             let optim_bytes = optim
                 .into_bytes()
                 .map_err(|e| state_err("optimizer state", e))?
                 .to_vec();
-            let dir = save(&mut manager, &model, optim_bytes, source, &state)?;
+            let dir = save(
+                &mut manager,
+                &model,
+                optim_bytes,
+                source,
+                &state,
+                &eval_metrics,
+            )?;
             guard.checkpoint_saved(step, &dir);
+            last_save = Instant::now();
         }
-        if interrupted {
+        if interrupted || early_stop {
             logger.flush();
-            return Ok((model, state, Outcome::Interrupted));
+            let outcome = if interrupted {
+                Outcome::Interrupted
+            } else {
+                Outcome::EarlyStopped
+            };
+            return Ok((model, state, outcome));
         }
     }
     logger.flush();

@@ -152,6 +152,10 @@ mod trainer {
             max_grad_norm: Some(1.0),
             save_every: 2,
             keep_last: 2,
+            save_every_minutes: None,
+            eval_every: None,
+            best_metric: "dev/em".into(),
+            early_stopping_patience: None,
         }
     }
 
@@ -177,6 +181,7 @@ mod trainer {
             extra_files: &[("recipe.toml", b"x = 1")],
             logger: &mut logger,
             stop: None,
+            evaluate: None,
         };
         train_lm(tiny(&device), &mut Cycle::new(), cfg, ctx).map_err(|e| e.to_string())
     }
@@ -230,5 +235,48 @@ mod trainer {
         cfg.schedule = LrSchedule::Constant { warmup_steps: 0 };
         let err = run(dir.path(), &cfg, false).unwrap_err();
         assert!(err.contains("loss became"), "{err}");
+    }
+
+    #[test]
+    fn evaluation_keeps_the_best_checkpoint_and_stops_early() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = config(10);
+        cfg.eval_every = Some(1);
+        cfg.early_stopping_patience = Some(2);
+        cfg.keep_last = 1;
+        cfg.save_every = 100;
+        let scores = [0.5, 0.6, 0.4, 0.3, 0.9];
+        let mut calls = 0;
+        let mut evaluator = |_: &Llama| -> Result<Vec<(String, f64)>, BoxError> {
+            calls += 1;
+            Ok(vec![("dev/em".to_string(), scores[calls - 1])])
+        };
+        let device = Device::flex().autodiff();
+        let mut logger = MetricLogger::new();
+        let ctx = RunContext {
+            run_dir: dir.path(),
+            resume: false,
+            extra_files: &[],
+            logger: &mut logger,
+            stop: None,
+            evaluate: Some(&mut evaluator),
+        };
+        let (_, state, outcome) = train_lm(tiny(&device), &mut Cycle::new(), &cfg, ctx).unwrap();
+        assert_eq!(outcome, Outcome::EarlyStopped);
+        assert_eq!(state.step, 4);
+        assert_eq!(state.best, Some((0.6, 2)));
+        let kept: Vec<String> = std::fs::read_dir(dir.path().join("checkpoints"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("step-"))
+            .collect();
+        assert!(
+            kept.contains(&"step-00000002".to_string()),
+            "best checkpoint pruned: {kept:?}"
+        );
+        assert!(
+            kept.contains(&"step-00000004".to_string()),
+            "newest checkpoint pruned: {kept:?}"
+        );
     }
 }
