@@ -16,6 +16,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use radit_docstore::exact;
 use radit_docstore::hnsw::Hnsw;
 use radit_docstore::kernels::isa;
 use radit_docstore::{exact_top_k, HnswParams, Scored};
@@ -231,6 +232,25 @@ fn run() -> Result<(), String> {
         nq as f64 / best,
         best
     );
+    // The same over an f16 copy of the matrix (half the memory traffic, converted per block).
+    let base16: Vec<half::f16> = base.iter().map(|&x| half::f16::from_f32(x)).collect();
+    let mut best16 = f64::INFINITY;
+    let mut got16 = Vec::new();
+    pool.install(|| -> Result<(), String> {
+        for _ in 0..a.reps {
+            let t = Instant::now();
+            got16 = exact::search(exact::Rows::F16(&base16), dim, &queries, k)
+                .map_err(|e| e.to_string())?;
+            best16 = best16.min(t.elapsed().as_secs_f64());
+        }
+        Ok(())
+    })?;
+    println!(
+        "exact over f16 storage: {:.0} q/s, recall@{k} vs f32 {:.4}",
+        nq as f64 / best16,
+        recall(&truth, &got16, k)
+    );
+    drop(base16);
     // Single-query latency (batch of one).
     pool.install(|| {
         let reps = 20.min(nq);

@@ -1,7 +1,7 @@
 //! Exact top-k inner-product search, batched and multi-threaded.
 //!
 //! Rows are split into contiguous ranges, one rayon task each (several per thread). A task walks
-//! its range in blocks of [`ROW_BLOCK`] rows, packs each block into 16-row panels (converting f16
+//! its range in blocks of 256 rows, packs each block into 16-row panels (converting f16
 //! to f32 when needed), and runs every group of 6 queries against every panel with the
 //! register-blocked micro-kernel of [`crate::kernels`]: the matrix is read from memory once per
 //! query batch, and the scores of a tile are only looked at when some exceed the query's current

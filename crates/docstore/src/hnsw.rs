@@ -131,7 +131,8 @@ struct Space<'a> {
 }
 
 impl Space<'_> {
-    /// Hints the CPU to fetch row `i` into cache (rows are read at random during graph search).
+    /// Hints the CPU to fetch the start of row `i` (rows are read at random during graph
+    /// search; the hardware prefetcher streams the rest). Prefetching whole rows measured slower.
     #[inline]
     fn prefetch(&self, i: u32) {
         #[cfg(target_arch = "x86_64")]
@@ -140,7 +141,7 @@ impl Space<'_> {
             let row = self.row(i);
             let p = row.as_ptr().cast::<i8>();
             let mut off = 0;
-            while off < row.len() * 4 {
+            while off < (row.len() * 4).min(128) {
                 // SAFETY: prefetching an address inside the row slice; SSE is baseline on x86-64
                 // and a prefetch never faults.
                 unsafe { _mm_prefetch::<_MM_HINT_T0>(p.add(off)) };
