@@ -128,7 +128,7 @@ fn lm_ft(s: &LmFtSpec, device: &Device) -> Result<()> {
     if s.answer == 0 || s.answer >= s.seq {
         bail!("--answer must be in 1..seq");
     }
-    if s.heads == 0 || s.hidden % s.heads != 0 {
+    if s.heads == 0 || !s.hidden.is_multiple_of(s.heads) {
         bail!("--hidden must be a multiple of --heads");
     }
     let config = LlamaConfig {
@@ -260,6 +260,12 @@ fn lm_ft(s: &LmFtSpec, device: &Device) -> Result<()> {
             v["backward_s"] = phase(|t| t.backward).into();
             v["optim_s"] = phase(|t| t.optim).into();
             v["nograd_forward_s"] = min_of(&nograd).into();
+            // Per measured step, so a quiet step's phases can be read on a loaded machine.
+            v["phases_s"] = times
+                .iter()
+                .map(|t| vec![t.forward, t.backward, t.optim])
+                .collect::<Vec<_>>()
+                .into();
         }
         println!("{v}");
     } else {
