@@ -5,111 +5,72 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use burn::optim::{AdamWConfig, GradientsParams};
 use burn::tensor::Device;
-use clap::Subcommand;
+use clap::{Args, Subcommand};
 use radit_generator::{answer_nll, target_log_likelihood, LmTargets};
 use radit_models::{random_llama, Llama, LlamaConfig, PaddingSide, TokenBatch};
 
+/// `radit bench ...`
 #[derive(Subcommand)]
 pub enum BenchCommand {
     /// W1: LM-ft training step (random Llama, answer-only loss, AdamW); tokens/s.
-    LmFt {
-        /// Measured steps (after the warmup steps).
-        #[arg(long, default_value_t = 5)]
-        steps: usize,
-        /// Unmeasured warmup steps.
-        #[arg(long, default_value_t = 2)]
-        warmup: usize,
-        /// Rows per batch.
-        #[arg(long, default_value_t = 4)]
-        batch: usize,
-        /// Tokens per row.
-        #[arg(long, default_value_t = 256)]
-        seq: usize,
-        /// Loss on the last this many positions of each row.
-        #[arg(long, default_value_t = 64)]
-        answer: usize,
-        /// Hidden size.
-        #[arg(long, default_value_t = 512)]
-        hidden: usize,
-        /// Decoder layers.
-        #[arg(long, default_value_t = 8)]
-        layers: usize,
-        /// Attention heads (and KV heads).
-        #[arg(long, default_value_t = 8)]
-        heads: usize,
-        /// FFN size.
-        #[arg(long, default_value_t = 1376)]
-        ffn: usize,
-        /// Vocabulary size.
-        #[arg(long, default_value_t = 32000)]
-        vocab: usize,
-        /// CPU threads (sets RAYON_NUM_THREADS before the first tensor op); default: rayon's.
-        #[arg(long)]
-        threads: Option<usize>,
-        /// Also time forward, backward and optimizer step separately, and a no-grad forward.
-        #[arg(long)]
-        breakdown: bool,
-        /// Print one JSON line instead of the table.
-        #[arg(long)]
-        json: bool,
-    },
+    LmFt(LmFtSpec),
 }
 
+/// The W1 workload and how to measure it.
+#[derive(Args)]
+pub struct LmFtSpec {
+    /// Measured steps (after the warmup steps).
+    #[arg(long, default_value_t = 5)]
+    steps: usize,
+    /// Unmeasured warmup steps.
+    #[arg(long, default_value_t = 2)]
+    warmup: usize,
+    /// Rows per batch.
+    #[arg(long, default_value_t = 4)]
+    batch: usize,
+    /// Tokens per row.
+    #[arg(long, default_value_t = 256)]
+    seq: usize,
+    /// Loss on the last this many positions of each row.
+    #[arg(long, default_value_t = 64)]
+    answer: usize,
+    /// Hidden size.
+    #[arg(long, default_value_t = 512)]
+    hidden: usize,
+    /// Decoder layers.
+    #[arg(long, default_value_t = 8)]
+    layers: usize,
+    /// Attention heads (and KV heads).
+    #[arg(long, default_value_t = 8)]
+    heads: usize,
+    /// FFN size.
+    #[arg(long, default_value_t = 1376)]
+    ffn: usize,
+    /// Vocabulary size.
+    #[arg(long, default_value_t = 32000)]
+    vocab: usize,
+    /// CPU threads (sets RAYON_NUM_THREADS before the first tensor op); default: rayon's.
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Also time forward, backward and optimizer step separately, and a no-grad forward.
+    #[arg(long)]
+    breakdown: bool,
+    /// Print one JSON line instead of the table.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Runs one `radit bench` command.
 pub fn run(command: BenchCommand, device: &Device) -> Result<()> {
     match command {
-        BenchCommand::LmFt {
-            steps,
-            warmup,
-            batch,
-            seq,
-            answer,
-            hidden,
-            layers,
-            heads,
-            ffn,
-            vocab,
-            threads,
-            breakdown,
-            json,
-        } => {
-            if let Some(n) = threads {
+        BenchCommand::LmFt(spec) => {
+            if let Some(n) = spec.threads {
                 // Before the first tensor op, so rayon's global pool picks it up.
                 std::env::set_var("RAYON_NUM_THREADS", n.to_string());
             }
-            let spec = LmFtSpec {
-                steps,
-                warmup,
-                batch,
-                seq,
-                answer,
-                hidden,
-                layers,
-                heads,
-                ffn,
-                vocab,
-                threads,
-                breakdown,
-                json,
-            };
             lm_ft(&spec, device)
         }
     }
-}
-
-struct LmFtSpec {
-    steps: usize,
-    warmup: usize,
-    batch: usize,
-    seq: usize,
-    answer: usize,
-    hidden: usize,
-    layers: usize,
-    heads: usize,
-    ffn: usize,
-    vocab: usize,
-    threads: Option<usize>,
-    breakdown: bool,
-    json: bool,
 }
 
 /// Per-step phase times in seconds (forward/backward/optimizer only with `--breakdown`).
