@@ -216,13 +216,17 @@ impl Encoder {
         self.model.embed(&batch, self.pooling, self.normalize)
     }
 
-    /// Tokenizes texts the way this encoder expects (special tokens, truncation, right padding).
-    pub fn encode(&self, texts: &[&str]) -> Result<TokenBatch> {
-        let options = EncodeOptions {
+    /// Special tokens on, truncation at `max_length`, right padding.
+    fn encode_options(&self) -> EncodeOptions {
+        EncodeOptions {
             max_length: Some(self.max_length),
             ..EncodeOptions::default()
-        };
-        self.tokenizer.encode_batch(texts, &options)
+        }
+    }
+
+    /// Tokenizes texts the way this encoder expects (special tokens, truncation, right padding).
+    pub fn encode(&self, texts: &[&str]) -> Result<TokenBatch> {
+        self.tokenizer.encode_batch(texts, &self.encode_options())
     }
 
     /// Embeds texts into host vectors, in input order.
@@ -232,10 +236,7 @@ impl Encoder {
     /// a row's embedding, and the grouping depends only on the inputs, so results are
     /// deterministic.
     pub fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
-        let options = EncodeOptions {
-            max_length: Some(self.max_length),
-            ..EncodeOptions::default()
-        };
+        let options = self.encode_options();
         let rows = texts
             .iter()
             .map(|t| self.tokenizer.encode_with(t, &options))
