@@ -71,6 +71,10 @@ impl LmTargets {
 
 /// Per-row summed log-probability of the weighted targets, `[batch]` (differentiable on an
 /// autodiff device).
+///
+/// Only weighted positions go through the output projection and the softmax: in RA-DIT the
+/// answer is a small part of each sequence, and the vocabulary projection dominates the cost
+/// of the rest.
 pub fn target_log_likelihood(
     model: &Llama,
     batch: &TokenBatch,
@@ -84,12 +88,38 @@ pub fn target_log_likelihood(
         )));
     }
     let device = model.device();
-    let log_probs = log_softmax(model.logits(model.hidden_states(batch, None)?), 2);
-    let ids: Vec<i64> = targets.targets.iter().map(|&v| i64::from(v)).collect();
-    let index = Tensor::<3, Int>::from_data(TensorData::new(ids, [b, t, 1]), &device);
-    let weights = Tensor::<2>::from_data(TensorData::new(targets.weights.clone(), [b, t]), &device);
-    let picked = log_probs.gather(2, index).reshape([b, t]);
-    Ok(picked.mul(weights).sum_dim(1).reshape([b]))
+    let scored: Vec<usize> = (0..b * t).filter(|&i| targets.weights[i] != 0.0).collect();
+    if scored.is_empty() {
+        return Ok(Tensor::zeros([b], &device));
+    }
+    let n = scored.len();
+    let hidden = model.hidden_states(batch, None)?;
+    let h = hidden.dims()[2];
+    let rows: Vec<i64> = scored.iter().map(|&i| i as i64).collect();
+    let rows = Tensor::<1, Int>::from_data(TensorData::new(rows, [n]), &device);
+    let picked_hidden = hidden
+        .reshape([b * t, h])
+        .select(0, rows)
+        .reshape([1, n, h]);
+    let log_probs = log_softmax(
+        model
+            .logits(picked_hidden)
+            .reshape([n, model.config().vocab_size]),
+        1,
+    );
+    let ids: Vec<i64> = scored
+        .iter()
+        .map(|&i| i64::from(targets.targets[i]))
+        .collect();
+    let index = Tensor::<2, Int>::from_data(TensorData::new(ids, [n, 1]), &device);
+    let picked = log_probs.gather(1, index);
+    // A [batch, n] matrix of weights sums each row's scored positions in one matmul.
+    let mut assign = vec![0.0f32; b * n];
+    for (k, &i) in scored.iter().enumerate() {
+        assign[(i / t) * n + k] = targets.weights[i];
+    }
+    let assign = Tensor::<2>::from_data(TensorData::new(assign, [b, n]), &device);
+    Ok(assign.matmul(picked).reshape([b]))
 }
 
 pub mod trainer;

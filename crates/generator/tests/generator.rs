@@ -89,6 +89,35 @@ fn adamw_steps_reduce_the_answer_loss() {
     assert!(last < first * 0.5, "loss {first} -> {last}");
 }
 
+/// The sliced computation (only answer positions through the LM head) against the plain one.
+#[test]
+fn target_log_likelihood_equals_full_softmax_reference() {
+    use burn::tensor::activation::log_softmax;
+    let device = Device::flex();
+    let model = tiny(&device);
+    let (batch, mask) = example();
+    let targets = LmTargets::from_answer_mask(&batch, &mask).unwrap();
+    let ours = radit_generator::target_log_likelihood(&model, &batch, &targets)
+        .unwrap()
+        .into_data()
+        .try_to_vec::<f32>()
+        .unwrap();
+    let full = log_softmax(model.forward(&batch).unwrap(), 2)
+        .into_data()
+        .try_to_vec::<f32>()
+        .unwrap();
+    let (t, v) = (batch.seq_len, 64);
+    let mut reference = vec![0.0f32; batch.batch_size];
+    for i in 0..batch.batch_size * t {
+        if targets.weights[i] != 0.0 {
+            reference[i / t] += full[i * v + targets.targets[i] as usize];
+        }
+    }
+    for (a, b) in ours.iter().zip(&reference) {
+        assert!((a - b).abs() < 1e-4, "{ours:?} vs {reference:?}");
+    }
+}
+
 mod trainer {
     use super::*;
     use radit_generator::trainer::{
