@@ -93,23 +93,10 @@ fn lm_ft(s: &LmFtSpec, device: &Device) -> Result<()> {
         bail!("--hidden must be a multiple of --heads");
     }
     let config = LlamaConfig {
-        vocab_size: s.vocab,
-        hidden_size: s.hidden,
-        intermediate_size: s.ffn,
-        num_hidden_layers: s.layers,
-        num_attention_heads: s.heads,
-        num_key_value_heads: s.heads,
-        head_dim: s.hidden / s.heads,
-        rms_norm_eps: 1e-5,
-        rope_theta: 10_000.0,
-        rope_scaling: None,
         max_position_embeddings: s.seq.max(2048),
         // transformers' LlamaConfig default, as in the PyTorch peer.
         tie_word_embeddings: false,
-        attention_bias: false,
-        bos_token_id: None,
-        eos_token_ids: vec![],
-        architecture: "LlamaForCausalLM".into(),
+        ..LlamaConfig::new(s.vocab, s.hidden, s.ffn, s.layers, s.heads, s.heads)
     };
     let source = random_llama(&config, 0);
     let train_device = device.clone().autodiff();

@@ -669,14 +669,7 @@ fn finalize(
             let secs = t.elapsed().as_secs_f64();
             let graph = hnsw::Hnsw::open(&hnsw_path, n, dim)?;
             let sample = sample_rows(n, RECALL_QUERIES, params.seed ^ 0xA11CE);
-            let q: Vec<f32> = sample
-                .iter()
-                .flat_map(|&i| {
-                    data[i as usize * dim..(i as usize + 1) * dim]
-                        .iter()
-                        .copied()
-                })
-                .collect();
+            let q = hnsw::gather_rows(data, dim, &sample);
             let exact: Vec<Vec<Scored>> = crate::exact::exact_top_k(data, dim, &q, 11)?;
             let mut curve = Vec::new();
             let mut chosen = None;

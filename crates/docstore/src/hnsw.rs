@@ -826,6 +826,17 @@ impl Hnsw {
     }
 }
 
+/// The rows `ids` of a row-major `[n, dim]` matrix, concatenated (recall-estimate queries).
+pub(crate) fn gather_rows(data: &[f32], dim: usize, ids: &[u32]) -> Vec<f32> {
+    ids.iter()
+        .flat_map(|&i| {
+            data[i as usize * dim..(i as usize + 1) * dim]
+                .iter()
+                .copied()
+        })
+        .collect()
+}
+
 /// Recall@k of the graph at search size `ef`, using `sample` rows as leave-one-out queries:
 /// each row's own node is excluded from the graph search and from the exact list (searching
 /// with the row itself present would overstate recall, its links lead straight to its
@@ -839,14 +850,7 @@ pub(crate) fn estimate_recall(
     k: usize,
     ef: usize,
 ) -> Result<f64> {
-    let q: Vec<f32> = sample
-        .iter()
-        .flat_map(|&i| {
-            data[i as usize * dim..(i as usize + 1) * dim]
-                .iter()
-                .copied()
-        })
-        .collect();
+    let q = gather_rows(data, dim, sample);
     let approx = h.search_excluding(data, &q, Some(sample), k, ef)?;
     let mut hit = 0usize;
     let mut total = 0usize;

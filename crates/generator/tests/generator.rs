@@ -7,24 +7,7 @@ use radit_models::config::LlamaConfig;
 use radit_models::{random_llama, Llama, PaddingSide, TokenBatch};
 
 fn tiny(device: &Device) -> Llama {
-    let config = LlamaConfig {
-        vocab_size: 64,
-        hidden_size: 32,
-        intermediate_size: 64,
-        num_hidden_layers: 2,
-        num_attention_heads: 4,
-        num_key_value_heads: 2,
-        head_dim: 8,
-        rms_norm_eps: 1e-5,
-        rope_theta: 10_000.0,
-        rope_scaling: None,
-        max_position_embeddings: 64,
-        tie_word_embeddings: true,
-        attention_bias: false,
-        bos_token_id: None,
-        eos_token_ids: vec![],
-        architecture: "LlamaForCausalLM".into(),
-    };
+    let config = LlamaConfig::new(64, 32, 64, 2, 4, 2);
     Llama::load(&random_llama(&config, 11), config, device).unwrap()
 }
 

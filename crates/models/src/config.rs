@@ -183,6 +183,37 @@ fn token_ids(value: &Option<serde_json::Value>) -> Vec<u32> {
 }
 
 impl LlamaConfig {
+    /// A plain Llama shape (no RoPE scaling, no biases, tied embeddings, 2,048 positions,
+    /// rope theta 10,000), for freshly initialized models in tests and benchmarks; adjust
+    /// the public fields for anything else.
+    pub fn new(
+        vocab_size: usize,
+        hidden_size: usize,
+        intermediate_size: usize,
+        num_hidden_layers: usize,
+        num_attention_heads: usize,
+        num_key_value_heads: usize,
+    ) -> Self {
+        Self {
+            vocab_size,
+            hidden_size,
+            intermediate_size,
+            num_hidden_layers,
+            num_attention_heads,
+            num_key_value_heads,
+            head_dim: hidden_size / num_attention_heads.max(1),
+            rms_norm_eps: 1e-5,
+            rope_theta: 10_000.0,
+            rope_scaling: None,
+            max_position_embeddings: 2048,
+            tie_word_embeddings: true,
+            attention_bias: false,
+            bos_token_id: None,
+            eos_token_ids: Vec::new(),
+            architecture: "LlamaForCausalLM".into(),
+        }
+    }
+
     /// Parses a Llama-family `config.json` value; `path` is used in error messages.
     pub fn from_json(path: &Path, value: &serde_json::Value) -> Result<Self> {
         if model_family(path, value)? != ModelFamily::Llama {

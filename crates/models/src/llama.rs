@@ -416,22 +416,9 @@ mod tests {
 
     fn config(theta: f64, scaling: Option<RopeScaling>) -> LlamaConfig {
         LlamaConfig {
-            vocab_size: 8,
-            hidden_size: 64,
-            intermediate_size: 8,
-            num_hidden_layers: 1,
-            num_attention_heads: 1,
-            num_key_value_heads: 1,
-            head_dim: 64,
-            rms_norm_eps: 1e-5,
             rope_theta: theta,
             rope_scaling: scaling,
-            max_position_embeddings: 8,
-            tie_word_embeddings: true,
-            attention_bias: false,
-            bos_token_id: None,
-            eos_token_ids: vec![],
-            architecture: "LlamaForCausalLM".into(),
+            ..LlamaConfig::new(8, 64, 8, 1, 1, 1)
         }
     }
 

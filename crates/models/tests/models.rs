@@ -15,22 +15,9 @@ use radit_models::{
 
 fn tiny_llama_config(vocab: usize, tied: bool) -> LlamaConfig {
     LlamaConfig {
-        vocab_size: vocab,
-        hidden_size: 32,
-        intermediate_size: 64,
-        num_hidden_layers: 2,
-        num_attention_heads: 4,
-        num_key_value_heads: 2,
-        head_dim: 8,
-        rms_norm_eps: 1e-5,
-        rope_theta: 10_000.0,
-        rope_scaling: None,
         max_position_embeddings: 128,
         tie_word_embeddings: tied,
-        attention_bias: false,
-        bos_token_id: None,
-        eos_token_ids: vec![],
-        architecture: "LlamaForCausalLM".into(),
+        ..LlamaConfig::new(vocab, 32, 64, 2, 4, 2)
     }
 }
 
