@@ -13,7 +13,8 @@ use radit_data::{
     InstanceBuilder, InstanceConfig, QaMetrics, Sampler, SamplerConfig, SamplerState, Tokenize,
 };
 use radit_docstore::{build_index, BuildOptions, ChunkParams, DocStore, Retriever, SearchMode};
-use radit_generator::trainer::{train_lm, BatchSource, BoxError, LmFtConfig, Outcome, RunContext};
+use radit_generator::trainer::{train_lm, BatchSource};
+use radit_train::trainer::{BoxError, Evaluator, Outcome, RunContext, TrainConfig};
 use radit_models::{generate, GenerationConfig, Generator, Llama, TextTokenizer, TokenBatch};
 use radit_train::metrics::{ConsoleOptions, ConsoleSink, JsonlSink, MetricLogger, TensorBoardSink};
 use serde::{Deserialize, Serialize};
@@ -109,7 +110,15 @@ pub struct DataSection {
 #[serde(deny_unknown_fields)]
 pub struct Stages {
     /// LM-ft: fine-tune the generator on retrieval-augmented instances.
-    pub lm_ft: LmFtConfig,
+    pub lm_ft: LmFtStage,
+}
+
+/// `[stages.lm_ft]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LmFtStage {
+    /// Optimizer, schedule, checkpointing and evaluation (`[stages.lm_ft.train]`).
+    pub train: TrainConfig,
 }
 
 /// `[logging]`
@@ -403,7 +412,7 @@ pub fn run(
     };
 
     let mut logger = MetricLogger::new();
-    let cfg = &recipe.stages.lm_ft;
+    let cfg = &recipe.stages.lm_ft.train;
     logger.add(Box::new(ConsoleSink::stderr(ConsoleOptions {
         total_steps: Some(cfg.max_steps),
         ..ConsoleOptions::default()
@@ -425,7 +434,7 @@ pub fn run(
             ("dev/f1".into(), metrics.f1()),
         ])
     };
-    let evaluate: Option<&mut radit_generator::trainer::Evaluator<'_>> =
+    let evaluate: Option<&mut Evaluator<'_, Llama>> =
         if dev.is_empty() || cfg.eval_every.is_none() {
             None
         } else {

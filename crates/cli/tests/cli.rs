@@ -231,7 +231,7 @@ train = "{repo}/datasets/synthetic/train.jsonl"
 train_limit = 12
 max_len = 64
 batch_size = 2
-[stages.lm_ft]
+[stages.lm_ft.train]
 lr = 1e-4
 max_steps = 5
 grad_accum = 2
@@ -350,7 +350,7 @@ fn recipe_typo_names_the_key_and_the_nearest_valid_one() {
             "train",
             recipe2.to_str().unwrap(),
             "--set",
-            "stages.lm_ft.lrr=1",
+            "stages.lm_ft.train.lrr=1",
         ],
         &[],
     );

@@ -103,9 +103,9 @@ fn target_log_likelihood_equals_full_softmax_reference() {
 
 mod trainer {
     use super::*;
-    use radit_generator::trainer::{
-        clip_global_norm, train_lm, BatchSource, BoxError, LmFtConfig, Outcome, RunContext,
-        TrainerState,
+    use radit_generator::trainer::{train_lm, BatchSource};
+    use radit_train::trainer::{
+        clip_global_norm, BoxError, Outcome, RunContext, TrainConfig, TrainerState,
     };
     use radit_train::metrics::MetricLogger;
     use radit_train::schedule::LrSchedule;
@@ -150,8 +150,8 @@ mod trainer {
         }
     }
 
-    fn config(max_steps: u64) -> LmFtConfig {
-        LmFtConfig {
+    fn config(max_steps: u64) -> TrainConfig {
+        TrainConfig {
             lr: 5e-3,
             weight_decay: 0.01,
             schedule: LrSchedule::Cosine {
@@ -182,7 +182,7 @@ mod trainer {
 
     fn run(
         dir: &std::path::Path,
-        cfg: &LmFtConfig,
+        cfg: &TrainConfig,
         resume: bool,
     ) -> Result<(Llama, TrainerState, Outcome), String> {
         let device = Device::flex().autodiff();

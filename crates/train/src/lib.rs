@@ -1,4 +1,4 @@
-//! The framework-independent parts of radit's training runtime.
+//! radit's training runtime, shared by every stage.
 //!
 //! - [`recipe`]: TOML recipes with `--set a.b=value` overrides and errors that name the key.
 //! - [`checkpoint`]: atomic, checksummed checkpoint directories with retention and
@@ -8,9 +8,10 @@
 //! - [`signals`]: SIGTERM/SIGINT as a flag polled by the loop.
 //! - [`rng`]: a seedable RNG whose full state fits in a checkpoint.
 //! - [`guard`]: stop at the first non-finite loss, naming the last good checkpoint.
+//! - [`trainer`]: the loop (AdamW, accumulation, clipping, checkpoints, exact resume,
+//!   evaluation) that a stage drives through its [`trainer::Objective`].
 //!
-//! Nothing here depends on burn, so this crate builds in seconds and is tested on its own;
-//! the optimizer, the loop and the trainers build on it.
+//! Only [`trainer`] touches burn; it knows modules and tensors, never a model architecture.
 
 #![deny(missing_docs)]
 
@@ -22,3 +23,4 @@ pub mod recipe;
 pub mod rng;
 pub mod schedule;
 pub mod signals;
+pub mod trainer;
