@@ -6,47 +6,16 @@ use anyhow::{bail, Context, Result};
 use burn::tensor::Device;
 use clap::{Args, Subcommand};
 use radit_docstore::{
-    build_index, Bm25Params, BoxError, BuildOptions, ChunkParams, CorpusFormat, DocStore, Embedder,
-    EncoderIdentity, HnswParams, Queries, SearchMode,
+    build_index, Bm25Params, BuildOptions, ChunkParams, CorpusFormat, DocStore, Embedder,
+    HnswParams, Queries, SearchMode,
 };
-use radit_models::{Encoder, Pooling};
+use radit_models::Encoder;
+use radit_retriever::EncoderEmbedder;
 
-/// A radit encoder seen through the docstore's embedding interface.
-pub struct ModelEmbedder {
-    encoder: Encoder,
-}
-
-impl ModelEmbedder {
-    /// Loads the encoder named by `spec` (directory or hub id).
-    pub fn load(spec: &str, device: &Device) -> Result<Self> {
-        let encoder =
-            Encoder::load(spec, device).with_context(|| format!("loading encoder {spec}"))?;
-        Ok(Self { encoder })
-    }
-}
-
-impl Embedder for ModelEmbedder {
-    fn identity(&self) -> EncoderIdentity {
-        EncoderIdentity {
-            source: self.encoder.source.clone(),
-            weights_hash: self.encoder.weights_hash.clone(),
-            pooling: match self.encoder.pooling {
-                Pooling::Mean => "mean".into(),
-                Pooling::Cls => "cls".into(),
-            },
-            normalize: self.encoder.normalize,
-            dim: self.dim(),
-            max_tokens: Some(self.encoder.max_length),
-        }
-    }
-
-    fn dim(&self) -> usize {
-        self.encoder.model.config().hidden_size
-    }
-
-    fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, BoxError> {
-        Ok(self.encoder.embed(texts)?)
-    }
+/// Loads the encoder named by `spec` (directory or hub id) as a docstore embedder.
+pub fn load_embedder(spec: &str, device: &Device) -> Result<EncoderEmbedder> {
+    let encoder = Encoder::load(spec, device).with_context(|| format!("loading encoder {spec}"))?;
+    Ok(EncoderEmbedder::new(encoder))
 }
 
 /// `radit index ...`
@@ -161,7 +130,7 @@ fn build(args: BuildArgs, device: &Device) -> Result<()> {
         strict: args.strict,
         ..BuildOptions::default()
     };
-    let embedder = ModelEmbedder::load(&args.encoder, device)?;
+    let embedder = load_embedder(&args.encoder, device)?;
     let report = build_index(&args.corpus, &args.out, &embedder, &options)
         .with_context(|| format!("building index {}", args.out.display()))?;
     eprint!("{report}");
@@ -177,7 +146,7 @@ fn search(args: SearchArgs, device: &Device) -> Result<()> {
         let spec = args
             .encoder
             .unwrap_or_else(|| store.manifest().encoder.source.clone());
-        let embedder = ModelEmbedder::load(&spec, device)?;
+        let embedder = load_embedder(&spec, device)?;
         store.check_encoder(&embedder.identity())?;
         embedder
             .embed(&texts)

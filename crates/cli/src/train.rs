@@ -10,16 +10,18 @@ use anyhow::{bail, Context, Result};
 use burn::tensor::Device;
 use radit_data::{
     load_dataset, pad_batch, BuildReport, DatasetFormat, Example, ExampleKey, Instance,
-    InstanceBuilder, InstanceConfig, QaMetrics, Sampler, SamplerConfig, SamplerState, Tokenize,
+    InstanceBuilder, InstanceConfig, QaMetrics, Sampler, SamplerConfig, SamplerState,
 };
 use radit_docstore::{build_index, BuildOptions, ChunkParams, DocStore, Retriever, SearchMode};
 use radit_generator::trainer::{train_lm, BatchSource};
-use radit_train::trainer::{BoxError, Evaluator, Outcome, RunContext, TrainConfig};
+use radit_generator::PromptTokenizer;
 use radit_models::{generate, GenerationConfig, Generator, Llama, TextTokenizer, TokenBatch};
 use radit_train::metrics::{ConsoleOptions, ConsoleSink, JsonlSink, MetricLogger, TensorBoardSink};
+use radit_train::trainer::{BoxError, Evaluator, Outcome, RunContext, TrainConfig};
 use serde::{Deserialize, Serialize};
 
-use crate::index::ModelEmbedder;
+use crate::index::load_embedder;
+use radit_retriever::EncoderEmbedder;
 
 /// A training recipe.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -155,25 +157,6 @@ fn yes() -> bool {
     true
 }
 
-/// The generator's tokenizer seen through the data crate's interface.
-struct TokenizerAdapter<'a>(&'a TextTokenizer);
-
-impl Tokenize for TokenizerAdapter<'_> {
-    fn encode(&self, text: &str) -> Result<Vec<u32>, radit_data::BoxError> {
-        let options = radit_models::EncodeOptions {
-            add_special_tokens: false,
-            ..Default::default()
-        };
-        Ok(self.0.encode_with(text, &options)?)
-    }
-    fn bos_id(&self) -> Option<u32> {
-        self.0.bos_token().and_then(|t| self.0.token_id(t))
-    }
-    fn eos_id(&self) -> Option<u32> {
-        self.0.stop_ids().first().copied()
-    }
-}
-
 /// Training instances served by the deterministic sampler.
 struct InstanceSource {
     instances: Vec<Instance>,
@@ -217,19 +200,10 @@ fn load_examples(path: &Path, limit: usize) -> Result<Vec<Example>> {
     Ok(examples)
 }
 
-/// `{title}: {text}`, the chunk as the generator reads it in `Background: ...`.
-fn chunk_text(hit: &radit_docstore::Hit) -> String {
-    if hit.chunk.title.is_empty() {
-        hit.chunk.text.clone()
-    } else {
-        format!("{}: {}", hit.chunk.title, hit.chunk.text)
-    }
-}
-
 /// The top-k chunk texts for each question.
 fn retrieve(
     store: &DocStore,
-    embedder: &ModelEmbedder,
+    embedder: &EncoderEmbedder,
     questions: &[&str],
     k: usize,
 ) -> Result<Vec<Vec<String>>> {
@@ -237,7 +211,7 @@ fn retrieve(
     let mut out = Vec::with_capacity(questions.len());
     for chunk in questions.chunks(64) {
         for hits in retriever.retrieve(chunk, k, &SearchMode::default())? {
-            out.push(hits.iter().map(chunk_text).collect());
+            out.push(hits.iter().map(|h| h.chunk.background_text()).collect());
         }
     }
     Ok(out)
@@ -247,7 +221,7 @@ fn retrieve(
 fn evaluate(
     model: &Llama,
     tokenizer: &TextTokenizer,
-    builder: &InstanceBuilder<TokenizerAdapter<'_>>,
+    builder: &InstanceBuilder<PromptTokenizer<'_>>,
     dev: &[Example],
     chunks: &[Vec<String>],
     answer_tokens: usize,
@@ -322,7 +296,7 @@ pub fn run(
     let resolved = toml::to_string(&recipe).context("serializing the resolved recipe")?;
     std::fs::write(out.join("recipe.toml"), &resolved)?;
 
-    let embedder = ModelEmbedder::load(&recipe.retriever.encoder, device)?;
+    let embedder = load_embedder(&recipe.retriever.encoder, device)?;
     let index = recipe
         .docstore
         .index
@@ -347,7 +321,7 @@ pub fn run(
     let tokenizer = generator.tokenizer.clone();
     let data = &recipe.data;
     let builder = InstanceBuilder::new(
-        TokenizerAdapter(&tokenizer),
+        PromptTokenizer(&tokenizer),
         InstanceConfig {
             max_len: data.max_len,
             add_bos: false,
@@ -434,12 +408,12 @@ pub fn run(
             ("dev/f1".into(), metrics.f1()),
         ])
     };
-    let evaluate: Option<&mut Evaluator<'_, Llama>> =
-        if dev.is_empty() || cfg.eval_every.is_none() {
-            None
-        } else {
-            Some(&mut dev_eval)
-        };
+    let evaluate: Option<&mut Evaluator<'_, Llama>> = if dev.is_empty() || cfg.eval_every.is_none()
+    {
+        None
+    } else {
+        Some(&mut dev_eval)
+    };
     let ctx = RunContext {
         run_dir: &run_dir,
         resume,

@@ -169,7 +169,7 @@ impl Dataset {
     }
 }
 
-fn fnv1a(bytes: &[u8]) -> u64 {
+pub(crate) fn fnv1a(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
         (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
     })
@@ -396,28 +396,26 @@ fn non_empty_answers(raw: Vec<String>) -> Result<Vec<String>, String> {
 /// Reads DPR TSV from any reader; `path` names the source in messages.
 ///
 /// Tolerant of CSV-style quoting (a field wrapped in `"` with inner quotes doubled), which a
-/// few TriviaQA lines use.
+/// few TriviaQA lines use, some of them quoted twice (`"""What is """"x""""?"""`): a field is
+/// unquoted as long as it is a well-formed quoted CSV field.
 pub fn read_dpr_tsv<R: BufRead>(reader: R, path: &Path) -> Result<Dataset, DataError> {
     read_lines(reader, path, |line, line_no, name| {
         // The answer list never holds a tab, the question occasionally might: split at the last.
         let (q, a) = line
             .rsplit_once('\t')
             .ok_or_else(|| "no tab: expected `question<TAB>['answer', ...]`".to_string())?;
-        let question = csv_unquote(q.trim()).trim().to_string();
+        let question = csv_unquote_all(q.trim()).trim().to_string();
         if question.is_empty() {
             return Err("empty question".into());
         }
         let a = a.trim();
         let answers = match parse_python_str_list(a) {
             Ok(list) => list,
-            Err(first) => parse_python_str_list(&csv_unquote(a))
+            Err(first) => parse_python_str_list(&csv_unquote_all(a))
                 .map_err(|_| format!("answer field is not a Python list of strings: {first}"))?,
         };
         // Doubled quotes left inside strings are CSV escaping that leaked into the literal.
-        let answers = answers
-            .into_iter()
-            .map(|s| s.replace("\"\"", "\""))
-            .collect();
+        let answers = answers.into_iter().map(strip_csv_residue).collect();
         let answers = non_empty_answers(answers)?;
         Ok(Example {
             id: format!("{name}:{line_no}"),
@@ -428,12 +426,46 @@ pub fn read_dpr_tsv<R: BufRead>(reader: R, path: &Path) -> Result<Dataset, DataE
     })
 }
 
-fn csv_unquote(s: &str) -> String {
-    if s.len() >= 2 && s.starts_with('"') && s.ends_with('"') {
-        s[1..s.len() - 1].replace("\"\"", "\"")
-    } else {
-        s.to_string()
+/// One level of CSV unquoting: `Some` only when `s` is a well-formed quoted field (wrapped in
+/// `"`, every inner `"` doubled), so text that merely starts and ends with a quote
+/// (`"Jaws" or "Alien"`) is left alone.
+fn csv_unquote_once(s: &str) -> Option<String> {
+    let inner = s.strip_prefix('"')?.strip_suffix('"')?;
+    let mut out = String::with_capacity(inner.len());
+    let mut chars = inner.chars();
+    while let Some(c) = chars.next() {
+        if c == '"' && chars.next() != Some('"') {
+            return None;
+        }
+        out.push(c);
     }
+    Some(out)
+}
+
+/// Undoes CSV escaping that leaked into an answer string (TriviaQA has answers such as
+/// `"Macbeth in ""Macbeth"""` and `""""""Just Do It"""" (Nike)""`): while doubled quotes
+/// remain, unquote a well-formed quoted field or else halve the doubled quotes; a string that
+/// had doubled quotes then loses a last wrapping level (`""Uma Thurman""` → `Uma Thurman`).
+/// Strings without doubled quotes are returned unchanged (`"Hello"` keeps its quotes).
+fn strip_csv_residue(s: String) -> String {
+    if !s.contains("\"\"") {
+        return s;
+    }
+    let mut cur = s;
+    // Each step shortens the string, so this ends.
+    while cur.contains("\"\"") {
+        cur = csv_unquote_once(&cur).unwrap_or_else(|| cur.replace("\"\"", "\""));
+    }
+    csv_unquote_all(&cur)
+}
+
+/// Removes every level of CSV quoting (TriviaQA has fields quoted twice).
+fn csv_unquote_all(s: &str) -> String {
+    let mut cur = s.to_string();
+    while let Some(next) = csv_unquote_once(&cur) {
+        cur = next;
+    }
+    cur
 }
 
 /// Parses a Python list literal of string literals, e.g. `['a', "b's", 'c\'d']`.
@@ -569,5 +601,46 @@ mod tests {
         assert!(parse_python_str_list("'a'").is_err());
         assert!(parse_python_str_list("[1, 2]").is_err());
         assert!(parse_python_str_list("['a'] x").is_err());
+    }
+
+    #[test]
+    fn csv_unquoting_is_strict_and_repeated() {
+        assert_eq!(csv_unquote_all(r#""a ""b"" c""#), r#"a "b" c"#);
+        // Quoted twice, as on TriviaQA dev line 27.
+        assert_eq!(
+            csv_unquote_all(r#""""What is """"x""""?""""#),
+            r#"What is "x"?"#
+        );
+        // Shaped like TriviaQA dev line 1900: the inner field itself starts with a quote.
+        let line_1900 = r##""""""""The 59th Street Bridge Song"""" was a hit.""""##;
+        assert_eq!(
+            csv_unquote_all(line_1900),
+            r#""The 59th Street Bridge Song" was a hit."#
+        );
+        // Not a well-formed quoted field: left alone.
+        assert_eq!(
+            csv_unquote_all(r#""Jaws" or "Alien""#),
+            r#""Jaws" or "Alien""#
+        );
+        assert_eq!(csv_unquote_all(r#"say "hi""#), r#"say "hi""#);
+        assert_eq!(csv_unquote_all("\""), "\"");
+        assert_eq!(csv_unquote_all(r#""""#), "");
+    }
+
+    #[test]
+    fn csv_residue_in_answers() {
+        let clean = |s: &str| strip_csv_residue(s.to_string());
+        assert_eq!(
+            clean(r#""Macbeth in ""Macbeth""""#),
+            r#"Macbeth in "Macbeth""#
+        );
+        assert_eq!(
+            // The shape of an answer on TriviaQA dev line 6499.
+            clean(r#"""""""Just Do It"""" (Nike)"""#),
+            r#""Just Do It" (Nike)"#
+        );
+        assert_eq!(clean(r#"""Uma Thurman"""#), "Uma Thurman");
+        assert_eq!(clean(r#""Hello""#), r#""Hello""#);
+        assert_eq!(clean("plain"), "plain");
     }
 }

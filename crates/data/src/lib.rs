@@ -16,20 +16,31 @@
 //! 4. [`pad_batch`] or [`packed_batch`] collate the instances of a step into a host [`Batch`]
 //!    (`ids`, `mask`, `answer_mask`, `segment_ids`, `positions`, row-major `[rows, seq_len]`).
 //!
-//! [`metrics`] holds SQuAD-normalized exact match and token F1 for evaluation.
+//! [`metrics`] holds SQuAD-normalized exact match, token F1 and ROUGE-L for answers
+//! ([`QaMetrics`]), and recall@k and MRR for retrieval ([`RetrievalMetrics`]).
+//!
+//! For retrieval experiments: [`corpus_pairs`] cuts the retriever fine-tuning (R-ft) corpus
+//! pairs (query = a chunk's start, target = its end); [`AnswerIndex`] finds which QA examples
+//! have an answer somewhere in a corpus, [`contains_answer`] / [`first_answer_rank`] which
+//! retrieved chunks hold one; [`split_holdout`] makes a seeded train/holdout split.
 
 #![deny(missing_docs)]
 
+mod answerable;
 mod batch;
 mod dataset;
 mod error;
 mod instance;
 pub mod metrics;
+mod pairs;
 mod prompt;
 mod rng;
 mod sampler;
 mod tokenize;
 
+pub use answerable::{
+    contains_answer, first_answer_rank, split_holdout, AnswerIndex, DEFAULT_MAX_ANSWER_WORDS,
+};
 pub use batch::{pack_rows, packed_batch, pad_batch, Batch};
 pub use dataset::{
     load_dataset, load_dpr_tsv, load_jsonl, parse_python_str_list, read_dpr_tsv, read_jsonl,
@@ -40,7 +51,11 @@ pub use instance::{
     BuildOutcome, BuildReport, ExampleKey, Instance, InstanceBuilder, InstanceConfig, PromptTokens,
     SkippedInstance,
 };
-pub use metrics::{exact_match, normalize_answer, token_f1, QaMetrics};
+pub use metrics::{
+    exact_match, normalize_answer, normalize_tokens, rouge_l, rouge_l_max, token_f1, QaMetrics,
+    RetrievalMetrics,
+};
+pub use pairs::{corpus_pairs, CorpusPair, MIN_PAIR_WORDS};
 pub use prompt::{
     markers, render_prompt, ChatRender, Markers, PromptParts, PromptStyle, ANSWER_PREFIXES,
     BACKGROUND_PREFIX, BACKGROUND_SEPARATOR, INSTRUCTION_PREFIXES,

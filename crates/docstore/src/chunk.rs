@@ -88,6 +88,16 @@ impl ChunkRecord {
         }
     }
 
+    /// The chunk as the generator reads it in RA-DIT's `Background: ...`: `{title}: {text}`,
+    /// or just the text when there is no title.
+    pub fn background_text(&self) -> String {
+        if self.title.is_empty() {
+            self.text.clone()
+        } else {
+            format!("{}: {}", self.title, self.text)
+        }
+    }
+
     /// Number of words of the chunk text.
     pub fn word_count(&self) -> usize {
         (self.word_end - self.word_start) as usize

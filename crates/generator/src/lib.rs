@@ -22,6 +22,12 @@ pub enum GeneratorError {
     /// Targets do not fit the batch.
     #[error("targets: {0}")]
     Targets(String),
+    /// Building an instance failed.
+    #[error(transparent)]
+    Data(#[from] radit_data::DataError),
+    /// Reading or writing a file (the score cache) failed.
+    #[error("{}: {}", .0.display(), .1)]
+    Io(std::path::PathBuf, std::io::Error),
 }
 
 /// Next-token targets and loss weights for a [`TokenBatch`], both `[batch, seq_len]` row-major.
@@ -122,7 +128,10 @@ pub fn target_log_likelihood(
     Ok(assign.matmul(picked).reshape([b]))
 }
 
+pub mod scoring;
 pub mod trainer;
+
+pub use scoring::{LmScore, LmScorer, PromptTokenizer, ScoreCache, ScoreRequest};
 
 /// Mean negative log-likelihood per answer token over the whole batch: the LM-ft loss.
 pub fn answer_nll(

@@ -104,11 +104,11 @@ fn target_log_likelihood_equals_full_softmax_reference() {
 mod trainer {
     use super::*;
     use radit_generator::trainer::{train_lm, BatchSource};
+    use radit_train::metrics::MetricLogger;
+    use radit_train::schedule::LrSchedule;
     use radit_train::trainer::{
         clip_global_norm, BoxError, Outcome, RunContext, TrainConfig, TrainerState,
     };
-    use radit_train::metrics::MetricLogger;
-    use radit_train::schedule::LrSchedule;
 
     /// Eight fixed micro-batches served round-robin; the position is the checkpointed state.
     struct Cycle {

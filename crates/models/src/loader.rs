@@ -212,8 +212,15 @@ impl Encoder {
 
     /// Embeds a batch of texts: `[texts.len(), hidden]` on the model's device.
     pub fn embed_tensor(&self, texts: &[&str]) -> Result<Tensor<2>> {
+        self.embed_tensor_with(&self.model, texts)
+    }
+
+    /// [`Encoder::embed_tensor`] with another model of the same architecture and vocabulary,
+    /// e.g. a query encoder being fine-tuned from this one (differentiable on an autodiff
+    /// device).
+    pub fn embed_tensor_with(&self, model: &Bert, texts: &[&str]) -> Result<Tensor<2>> {
         let batch = self.encode(texts)?;
-        self.model.embed(&batch, self.pooling, self.normalize)
+        model.embed(&batch, self.pooling, self.normalize)
     }
 
     /// Special tokens on, truncation at `max_length`, right padding.
@@ -236,6 +243,11 @@ impl Encoder {
     /// a row's embedding, and the grouping depends only on the inputs, so results are
     /// deterministic.
     pub fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
+        self.embed_with(&self.model, texts)
+    }
+
+    /// [`Encoder::embed`] with another model of the same architecture and vocabulary.
+    pub fn embed_with(&self, model: &Bert, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
         let options = self.encode_options();
         let rows = texts
             .iter()
@@ -248,7 +260,7 @@ impl Encoder {
             let batch_rows: Vec<Vec<u32>> = group.iter().map(|&i| rows[i].clone()).collect();
             let batch =
                 TokenBatch::from_rows(&batch_rows, self.tokenizer.pad_id(), PaddingSide::Right)?;
-            let t = to_host(self.model.embed(&batch, self.pooling, self.normalize)?)?;
+            let t = to_host(model.embed(&batch, self.pooling, self.normalize)?)?;
             let dim = t.shape.get(1).copied().unwrap_or(0).max(1);
             for (&i, v) in group.iter().zip(t.data.chunks(dim)) {
                 out[i] = v.to_vec();

@@ -1,0 +1,268 @@
+//! Retriever losses behind one trait, chosen by name in the recipe.
+//!
+//! Every loss sees the same [`LossBatch`]: for each query, the retriever's logits over its
+//! `K` candidate chunks (`s(x, c) / τ_R`, the only differentiable input) and constants
+//! computed from the frozen generator: the summed log-likelihood of the gold continuation
+//! `log p_LM(y | c ∘ x)` per chunk, its token count, and, when a loss asks for them, the
+//! leave-one-out log-likelihoods and the positive chunk. A loss returns the mean over
+//! queries.
+//!
+//! # Adding a loss
+//!
+//! Implement [`RetrieverLoss`] in one file, give it a constructor that reads its recipe
+//! parameters, and register the name. A recipe then selects it with
+//! `[stages.r_ft.loss] name = "margin"`:
+//!
+//! ```
+//! use burn::tensor::{activation::log_softmax, Tensor};
+//! use radit_retriever::loss::{LossBatch, LossError, LossParams, LossRegistry, RetrieverLoss};
+//!
+//! /// Cross-entropy towards the chunk the generator likes best (hard distillation).
+//! #[derive(Debug)]
+//! struct BestChunk;
+//!
+//! impl RetrieverLoss for BestChunk {
+//!     fn name(&self) -> &'static str {
+//!         "best_chunk"
+//!     }
+//!     fn loss(&self, batch: &LossBatch) -> Result<Tensor<1>, LossError> {
+//!         let [b, _] = batch.retriever_logits.dims();
+//!         let best = batch.lm_logprob.clone().argmax(1); // [B, 1]
+//!         let log_p = log_softmax(batch.retriever_logits.clone(), 1);
+//!         Ok(log_p.gather(1, best).sum().neg().div_scalar(b as f64))
+//!     }
+//! }
+//!
+//! let mut registry = LossRegistry::builtin();
+//! registry.register("best_chunk", |params: &LossParams| {
+//!     params.expect_none("best_chunk")?;
+//!     Ok(Box::new(BestChunk))
+//! });
+//! let loss = registry.build("best_chunk", &LossParams::default()).unwrap();
+//! assert_eq!(loss.name(), "best_chunk");
+//! ```
+
+use std::collections::BTreeMap;
+
+use burn::tensor::activation::log_softmax;
+use burn::tensor::Tensor;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+mod emdr2;
+mod infonce;
+mod loo;
+mod lsr;
+mod pdist;
+mod replug;
+
+pub use emdr2::Emdr2;
+pub use infonce::InfoNce;
+pub use loo::LeaveOneOut;
+pub use lsr::{KlDirection, LmSignal, Lsr};
+pub use pdist::PerplexityDistillation;
+pub use replug::Replug;
+
+/// Errors of loss construction and evaluation.
+#[derive(Debug, thiserror::Error)]
+pub enum LossError {
+    /// No loss of that name is registered.
+    #[error("unknown retriever loss `{name}` (registered: {known})")]
+    Unknown {
+        /// The requested name.
+        name: String,
+        /// Registered names, comma-separated.
+        known: String,
+    },
+    /// The recipe parameters of a loss are invalid.
+    #[error("retriever loss `{name}`: {message}")]
+    Params {
+        /// The loss.
+        name: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// The batch lacks an input the loss needs.
+    #[error("retriever loss `{name}` needs {input}, which the batch does not carry")]
+    MissingInput {
+        /// The loss.
+        name: &'static str,
+        /// The missing input.
+        input: &'static str,
+    },
+}
+
+/// What a loss needs besides the retriever logits and the per-chunk LM log-likelihoods;
+/// targets are only computed for losses that ask.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Requires {
+    /// `log p_LM(y | all candidates but c_k, concatenated ∘ x)` per candidate.
+    pub leave_one_out: bool,
+    /// A positive chunk per query.
+    pub positive: bool,
+}
+
+/// One batch of `B` queries with `K` candidate chunks each.
+#[derive(Debug, Clone)]
+pub struct LossBatch {
+    /// `s(x, c_k) / τ_R`, `[B, K]`: the only input with a gradient.
+    pub retriever_logits: Tensor<2>,
+    /// Summed `log p_LM(y | c_k ∘ x)` over the continuation's tokens, `[B, K]`.
+    pub lm_logprob: Tensor<2>,
+    /// Token count of the continuation under each chunk's prompt, `[B, K]` (≥ 1).
+    pub answer_tokens: Tensor<2>,
+    /// Summed `log p_LM(y | {c_j : j ≠ k} ∘ x)`, `[B, K]`, when [`Requires::leave_one_out`].
+    pub loo_logprob: Option<Tensor<2>>,
+    /// One-hot positive chunk per query, `[B, K]`; an all-zero row has no positive.
+    pub positive: Option<Tensor<2>>,
+}
+
+/// A retriever training loss. Implementations document their formula.
+pub trait RetrieverLoss: std::fmt::Debug + Send + Sync {
+    /// The registered name.
+    fn name(&self) -> &'static str;
+    /// Extra inputs the loss reads.
+    fn requires(&self) -> Requires {
+        Requires::default()
+    }
+    /// The loss, averaged over the queries of the batch: a `[1]` tensor.
+    fn loss(&self, batch: &LossBatch) -> Result<Tensor<1>, LossError>;
+}
+
+/// The recipe parameters of a loss: every key of `[stages.r_ft.loss]` besides `name`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct LossParams(pub BTreeMap<String, serde_json::Value>);
+
+impl LossParams {
+    /// Deserializes the parameters into a loss's own settings struct (which should deny
+    /// unknown fields, so a typo is an error that names the valid keys).
+    pub fn parse<T: DeserializeOwned>(&self, loss: &str) -> Result<T, LossError> {
+        let object = serde_json::Value::Object(self.0.clone().into_iter().collect());
+        serde_json::from_value(object).map_err(|e| LossError::Params {
+            name: loss.to_owned(),
+            message: e.to_string(),
+        })
+    }
+
+    /// Errors when any parameter is given to a loss that takes none.
+    pub fn expect_none(&self, loss: &str) -> Result<(), LossError> {
+        match self.0.keys().next() {
+            None => Ok(()),
+            Some(key) => Err(LossError::Params {
+                name: loss.to_owned(),
+                message: format!("takes no parameters, got `{key}`"),
+            }),
+        }
+    }
+}
+
+/// `[stages.r_ft.loss]`: a loss name and its parameters.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LossSpec {
+    /// Registered name, e.g. `lsr`.
+    pub name: String,
+    /// The loss's own parameters.
+    #[serde(flatten)]
+    pub params: LossParams,
+}
+
+impl Default for LossSpec {
+    fn default() -> Self {
+        Self {
+            name: "lsr".into(),
+            params: LossParams::default(),
+        }
+    }
+}
+
+/// Builds a loss from its recipe parameters.
+pub type LossFactory = fn(&LossParams) -> Result<Box<dyn RetrieverLoss>, LossError>;
+
+/// Loss names and their constructors.
+#[derive(Debug, Clone)]
+pub struct LossRegistry {
+    factories: BTreeMap<String, LossFactory>,
+}
+
+impl LossRegistry {
+    /// An empty registry.
+    pub fn empty() -> Self {
+        Self {
+            factories: BTreeMap::new(),
+        }
+    }
+
+    /// The built-in losses: `lsr`, `replug`, `pdist`, `emdr2`, `loop`, `infonce`.
+    pub fn builtin() -> Self {
+        let mut r = Self::empty();
+        r.register("lsr", |p| Ok(Box::new(Lsr::from_params(p)?)));
+        r.register("replug", |p| Ok(Box::new(Replug::from_params(p)?)));
+        r.register("pdist", |p| {
+            Ok(Box::new(PerplexityDistillation::from_params(p)?))
+        });
+        r.register("emdr2", |p| {
+            p.expect_none("emdr2")?;
+            Ok(Box::new(Emdr2))
+        });
+        r.register("loop", |p| Ok(Box::new(LeaveOneOut::from_params(p)?)));
+        r.register("infonce", |p| {
+            p.expect_none("infonce")?;
+            Ok(Box::new(InfoNce))
+        });
+        r
+    }
+
+    /// Registers (or replaces) a loss under `name`.
+    pub fn register(&mut self, name: &str, factory: LossFactory) {
+        self.factories.insert(name.to_owned(), factory);
+    }
+
+    /// Registered names, sorted.
+    pub fn names(&self) -> Vec<&str> {
+        self.factories.keys().map(String::as_str).collect()
+    }
+
+    /// Builds the loss `name` with `params`.
+    pub fn build(
+        &self,
+        name: &str,
+        params: &LossParams,
+    ) -> Result<Box<dyn RetrieverLoss>, LossError> {
+        match self.factories.get(name) {
+            Some(factory) => factory(params),
+            None => Err(LossError::Unknown {
+                name: name.to_owned(),
+                known: self.names().join(", "),
+            }),
+        }
+    }
+
+    /// Builds the loss a recipe asks for.
+    pub fn build_spec(&self, spec: &LossSpec) -> Result<Box<dyn RetrieverLoss>, LossError> {
+        self.build(&spec.name, &spec.params)
+    }
+}
+
+impl Default for LossRegistry {
+    fn default() -> Self {
+        Self::builtin()
+    }
+}
+
+/// `log softmax(f / τ)` over candidates: a target distribution from per-chunk scores `f`.
+pub fn log_target(f: Tensor<2>, temperature: f64) -> Tensor<2> {
+    log_softmax(f.div_scalar(temperature), 1)
+}
+
+/// `KL(P ‖ Q) = Σ_k P_k (log P_k − log Q_k)` per row, averaged over rows; both arguments are
+/// log-probabilities `[B, K]`.
+pub fn kl_divergence(log_p: Tensor<2>, log_q: Tensor<2>) -> Tensor<1> {
+    let [b, _] = log_p.dims();
+    log_p
+        .clone()
+        .exp()
+        .mul(log_p.sub(log_q))
+        .sum()
+        .div_scalar(b.max(1) as f64)
+}

@@ -1,0 +1,405 @@
+//! R-ft data and objective: queries with their candidate chunks and generator targets, served
+//! to the shared training loop.
+//!
+//! Candidates are the top-`k'` chunks of the frozen index for the query encoder's embedding of
+//! `x` (exact search); their stored document embeddings stay fixed, so only the query side
+//! moves. Generator targets are computed for every (query, candidate) before training — the
+//! paper's offline mode, cached on disk — and, with `refresh_every`, candidates are
+//! re-retrieved with the current query encoder every N steps and the new pairs scored.
+
+use burn::module::Module;
+use burn::tensor::{Tensor, TensorData};
+use radit_data::{
+    contains_answer, Example, ExampleKey, Sampler, SamplerConfig, SamplerState, Tokenize,
+};
+use radit_docstore::{Dense, DocStore};
+use radit_models::{Bert, Encoder};
+use radit_train::trainer::{BoxError, MicroBatchLoss, Objective};
+use serde::{Deserialize, Serialize};
+
+use crate::loss::{LossBatch, Requires, RetrieverLoss};
+use crate::RetrieverError;
+use radit_generator::{LmScorer, ScoreCache, ScoreRequest};
+
+/// One R-ft training query: `x` (question, or the head of a chunk), `y` (its first answer, or
+/// the chunk's tail).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RftExample {
+    /// Dataset and index (dataset 0: instruction data, 1: corpus pairs, by convention).
+    pub key: ExampleKey,
+    /// Question and gold answers.
+    pub example: Example,
+    /// For a corpus pair, the chunk it was cut from: never a candidate (it contains `y`
+    /// verbatim) but the positive for contrastive losses.
+    pub source_chunk: Option<u32>,
+}
+
+/// A query's candidate chunks and the generator's verdict on each.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Candidates {
+    /// Chunk ids, best first by the retriever that found them.
+    pub ids: Vec<u32>,
+    /// `log p_LM(y | c ∘ x)` per candidate.
+    pub logprob: Vec<f32>,
+    /// Scored continuation tokens per candidate.
+    pub tokens: Vec<f32>,
+    /// `log p_LM(y | other candidates ∘ x)` per candidate, for leave-one-out losses.
+    pub loo: Option<Vec<f32>>,
+    /// Index of the positive chunk among `ids`, if any.
+    pub positive: Option<usize>,
+}
+
+/// Counts of candidate preparation.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PrepareReport {
+    /// Queries with a full candidate list.
+    pub ready: usize,
+    /// Queries dropped because an instance did not fit `max_len`.
+    pub dropped: usize,
+    /// Instruction queries with an answer-bearing candidate.
+    pub with_positive: usize,
+}
+
+impl std::fmt::Display for PrepareReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "R-ft candidates: {} queries ready, {} dropped (instance longer than max_len), {} with an answer-bearing or source chunk",
+            self.ready, self.dropped, self.with_positive
+        )
+    }
+}
+
+/// Computes candidates and their generator targets.
+pub struct TargetSource<'a, T: Tokenize> {
+    /// The frozen generator's scorer.
+    pub scorer: LmScorer<'a, T>,
+    /// On-disk cache of scores.
+    pub cache: Option<ScoreCache>,
+    /// Inputs the loss needs besides the per-chunk scores.
+    pub requires: Requires,
+    /// Candidates per query (`k'`, paper 10).
+    pub k: usize,
+}
+
+impl<T: Tokenize> TargetSource<'_, T> {
+    /// Retrieves the candidates of every query with `model` (the query encoder, inference
+    /// device) and scores them; `None` for a query with an instance that does not fit.
+    pub fn prepare(
+        &mut self,
+        store: &DocStore,
+        encoder: &Encoder,
+        model: &Bert,
+        queries: &[RftExample],
+    ) -> Result<(Vec<Option<Candidates>>, PrepareReport), RetrieverError> {
+        let k = self.k.min(store.len().saturating_sub(1)).max(1);
+        let texts: Vec<&str> = queries
+            .iter()
+            .map(|q| q.example.question.as_str())
+            .collect();
+        let embeddings: Vec<f32> = encoder.embed_with(model, &texts)?.concat();
+        let hits = store.search_dense(&embeddings, k + 1, Dense::Exact)?;
+        let mut lists = Vec::with_capacity(queries.len());
+        for (q, scored) in queries.iter().zip(&hits) {
+            let mut ids: Vec<u32> = scored
+                .iter()
+                .map(|s| s.id)
+                .filter(|&id| Some(id) != q.source_chunk)
+                .collect();
+            ids.truncate(k);
+            let mut texts = Vec::with_capacity(ids.len());
+            for &id in &ids {
+                texts.push(store.chunk(id)?.background_text());
+            }
+            let positive = match q.source_chunk {
+                Some(source) => {
+                    // The source chunk is the contrastive positive: it takes the last slot.
+                    if let Some(last) = ids.last_mut() {
+                        *last = source;
+                    }
+                    if let Some(last) = texts.last_mut() {
+                        *last = store.chunk(source)?.background_text();
+                    }
+                    Some(ids.len() - 1)
+                }
+                None => texts
+                    .iter()
+                    .position(|t| contains_answer(t, &q.example.answers)),
+            };
+            lists.push((ids, texts, positive));
+        }
+        let mut requests = Vec::new();
+        for (q, (_, texts, _)) in queries.iter().zip(&lists) {
+            for text in texts {
+                requests.push(ScoreRequest {
+                    key: q.key,
+                    example: &q.example,
+                    background: Some(text.clone()),
+                });
+            }
+            if self.requires.leave_one_out {
+                for skip in 0..texts.len() {
+                    let others: Vec<&str> = texts
+                        .iter()
+                        .enumerate()
+                        .filter(|&(j, _)| j != skip)
+                        .map(|(_, t)| t.as_str())
+                        .collect();
+                    requests.push(ScoreRequest {
+                        key: q.key,
+                        example: &q.example,
+                        background: Some(others.join("\n\n")),
+                    });
+                }
+            }
+        }
+        let scores = self.scorer.score(&requests, self.cache.as_mut())?;
+        let per_query = if self.requires.leave_one_out { 2 } else { 1 };
+        let mut report = PrepareReport::default();
+        let mut out = Vec::with_capacity(queries.len());
+        let mut at = 0;
+        for (ids, _, positive) in lists {
+            let n = ids.len();
+            let block = &scores[at..at + per_query * n];
+            at += per_query * n;
+            if block.iter().any(Option::is_none) || n == 0 {
+                report.dropped += 1;
+                out.push(None);
+                continue;
+            }
+            let single = block[..n].iter().flatten();
+            let loo = self
+                .requires
+                .leave_one_out
+                .then(|| block[n..].iter().flatten().map(|s| s.logprob).collect());
+            report.ready += 1;
+            report.with_positive += usize::from(positive.is_some());
+            out.push(Some(Candidates {
+                ids,
+                logprob: single.clone().map(|s| s.logprob).collect(),
+                tokens: single.map(|s| s.tokens.max(1) as f32).collect(),
+                loo,
+                positive,
+            }));
+        }
+        Ok((out, report))
+    }
+}
+
+/// R-ft settings besides the loop's.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RftSettings {
+    /// τ_R: retriever logits are `s(x, c) / τ_R`.
+    pub retriever_temperature: f64,
+    /// Queries per micro-batch.
+    pub batch_size: usize,
+    /// Seed of the query order.
+    pub seed: u64,
+    /// Per-dataset cap per epoch.
+    pub cap: Option<usize>,
+    /// Re-retrieve candidates with the current query encoder every this many steps.
+    pub refresh_every: Option<u64>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct ObjectiveState {
+    sampler: SamplerState,
+    /// Candidates after the last refresh (absent while they are the prepared ones).
+    refreshed: Option<(u64, Vec<Option<Candidates>>)>,
+}
+
+/// The R-ft objective: the chosen retriever loss on batches of queries.
+pub struct RftObjective<'a, T: Tokenize> {
+    queries: Vec<RftExample>,
+    candidates: Vec<Option<Candidates>>,
+    refreshed_at: Option<u64>,
+    sampler: Sampler,
+    store: &'a DocStore,
+    encoder: &'a Encoder,
+    loss: Box<dyn RetrieverLoss>,
+    settings: RftSettings,
+    targets: TargetSource<'a, T>,
+}
+
+impl<'a, T: Tokenize> RftObjective<'a, T> {
+    /// Prepares the candidates of `queries` with the base query encoder (`encoder.model`)
+    /// and builds the objective. Queries whose candidates cannot be scored are left out.
+    pub fn new(
+        queries: Vec<RftExample>,
+        store: &'a DocStore,
+        encoder: &'a Encoder,
+        loss: Box<dyn RetrieverLoss>,
+        settings: RftSettings,
+        mut targets: TargetSource<'a, T>,
+    ) -> Result<(Self, PrepareReport), RetrieverError> {
+        let requires = loss.requires();
+        targets.requires.leave_one_out |= requires.leave_one_out;
+        let (candidates, report) = targets.prepare(store, encoder, &encoder.model, &queries)?;
+        let mut groups: Vec<Vec<Vec<usize>>> = Vec::new();
+        for (i, (q, c)) in queries.iter().zip(&candidates).enumerate() {
+            if c.is_none() {
+                continue;
+            }
+            if groups.len() <= q.key.dataset {
+                groups.resize_with(q.key.dataset + 1, Vec::new);
+            }
+            groups[q.key.dataset].push(vec![i]);
+        }
+        if groups.iter().all(Vec::is_empty) {
+            return Err(RetrieverError::Input(format!(
+                "no R-ft query has scorable candidates ({report})"
+            )));
+        }
+        let sampler = Sampler::new(
+            groups,
+            SamplerConfig {
+                batch_size: settings.batch_size,
+                seed: settings.seed,
+                cap: settings.cap,
+                drop_last: false,
+            },
+        )?;
+        let objective = Self {
+            queries,
+            candidates,
+            refreshed_at: None,
+            sampler,
+            store,
+            encoder,
+            loss,
+            settings,
+            targets,
+        };
+        Ok((objective, report))
+    }
+
+    /// The candidates in use, per query (`None`: left out).
+    pub fn candidates(&self) -> &[Option<Candidates>] {
+        &self.candidates
+    }
+
+    fn refresh(&mut self, model: &Bert, step: u64) -> Result<(), RetrieverError> {
+        let inference = model.valid();
+        let (fresh, _) =
+            self.targets
+                .prepare(self.store, self.encoder, &inference, &self.queries)?;
+        // A query keeps its old candidates when the new ones cannot be scored, so the
+        // sampler's population never changes.
+        for (old, new) in self.candidates.iter_mut().zip(fresh) {
+            if old.is_some() && new.is_some() {
+                *old = new;
+            }
+        }
+        self.refreshed_at = Some(step);
+        Ok(())
+    }
+
+    fn loss_batch(&self, model: &Bert, indices: &[usize]) -> Result<LossBatch, BoxError> {
+        let chosen: Vec<&Candidates> = indices
+            .iter()
+            .filter_map(|&i| self.candidates[i].as_ref())
+            .collect();
+        let b = chosen.len();
+        let k = chosen.first().map_or(0, |c| c.ids.len());
+        if b != indices.len() || chosen.iter().any(|c| c.ids.len() != k) {
+            return Err("R-ft batch with missing or uneven candidate lists".into());
+        }
+        let texts: Vec<&str> = indices
+            .iter()
+            .map(|&i| self.queries[i].example.question.as_str())
+            .collect();
+        let device = model.device();
+        let q = self.encoder.embed_tensor_with(model, &texts)?;
+        let dim = q.dims()[1];
+        let mut docs = Vec::with_capacity(b * k * dim);
+        for c in &chosen {
+            for &id in &c.ids {
+                let e = self
+                    .store
+                    .embedding(id)
+                    .ok_or_else(|| format!("chunk {id} is not in the index"))?;
+                docs.extend_from_slice(e);
+            }
+        }
+        let docs = Tensor::<3>::from_data(TensorData::new(docs, [b, k, dim]), &device);
+        let scores = q
+            .reshape([b, 1, dim])
+            .mul(docs)
+            .sum_dim(2)
+            .reshape([b, k])
+            .div_scalar(self.settings.retriever_temperature);
+        let matrix = |f: &dyn Fn(&Candidates) -> Vec<f32>| {
+            let data: Vec<f32> = chosen.iter().flat_map(|c| f(c)).collect();
+            Tensor::<2>::from_data(TensorData::new(data, [b, k]), &device)
+        };
+        let requires = self.loss.requires();
+        let loo = if requires.leave_one_out {
+            if chosen.iter().any(|c| c.loo.is_none()) {
+                return Err("leave-one-out targets were not computed".into());
+            }
+            Some(matrix(&|c| c.loo.clone().unwrap_or_default()))
+        } else {
+            None
+        };
+        let positive = requires.positive.then(|| {
+            matrix(&|c| {
+                (0..k)
+                    .map(|j| if c.positive == Some(j) { 1.0 } else { 0.0 })
+                    .collect()
+            })
+        });
+        Ok(LossBatch {
+            retriever_logits: scores,
+            lm_logprob: matrix(&|c| c.logprob.clone()),
+            answer_tokens: matrix(&|c| c.tokens.clone()),
+            loo_logprob: loo,
+            positive,
+        })
+    }
+}
+
+impl<T: Tokenize> Objective<Bert> for RftObjective<'_, T> {
+    fn next_loss(&mut self, model: &Bert, step: u64) -> Result<MicroBatchLoss, BoxError> {
+        if let Some(every) = self.settings.refresh_every {
+            if step > 0 && step % every.max(1) == 0 && self.refreshed_at != Some(step) {
+                self.refresh(model, step)?;
+            }
+        }
+        let sampled = self.sampler.next_batch();
+        let batch = self.loss_batch(model, &sampled.indices)?;
+        Ok(MicroBatchLoss {
+            loss: self.loss.loss(&batch)?,
+            items: sampled.indices.len() as u64,
+        })
+    }
+
+    fn state(&self) -> Vec<u8> {
+        let state = ObjectiveState {
+            sampler: self.sampler.state(),
+            refreshed: self.refreshed_at.map(|s| (s, self.candidates.clone())),
+        };
+        serde_json::to_vec(&state).unwrap_or_default()
+    }
+
+    fn restore(&mut self, state: &[u8]) -> Result<(), BoxError> {
+        let state: ObjectiveState = serde_json::from_slice(state)?;
+        self.sampler.restore(state.sampler)?;
+        if let Some((step, candidates)) = state.refreshed {
+            if candidates.len() != self.candidates.len() {
+                return Err(format!(
+                    "checkpoint holds candidates of {} queries, this run has {}",
+                    candidates.len(),
+                    self.candidates.len()
+                )
+                .into());
+            }
+            self.candidates = candidates;
+            self.refreshed_at = Some(step);
+        }
+        Ok(())
+    }
+
+    fn unit(&self) -> &'static str {
+        "queries"
+    }
+}
