@@ -1,39 +1,56 @@
 //! `radit bench`: fixed workloads for comparing throughput with peers (DESIGN.md, "Benchmarks").
+//!
+//! Each workload has a PyTorch peer in `scripts/` (`bench_lmft_peer.py`, `bench_rft_peer.py`,
+//! `bench_lsr_peer.py`, `bench_generate_peer.py`) with the same arguments and the same keys in
+//! its `--json` line; `scripts/bench.sh WORKLOAD` runs both back to back.
 
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
+use burn::module::Module;
 use burn::optim::{AdamWConfig, GradientsParams};
-use burn::tensor::Device;
+use burn::tensor::{Device, Tensor, TensorData};
 use clap::{Args, Subcommand};
 use radit_generator::{answer_nll, target_log_likelihood, LmTargets};
-use radit_models::{random_llama, Llama, LlamaConfig, PaddingSide, TokenBatch};
+use radit_models::generate::SplitMix64;
+use radit_models::layers::to_host;
+use radit_models::{
+    generate, random_bert, random_llama, Bert, BertConfig, GenerationConfig, KvCache, Llama,
+    LlamaConfig, PaddingSide, Pooling, TokenBatch,
+};
+use radit_retriever::loss::{LossBatch, LossParams, LossRegistry, RetrieverLoss};
+use serde_json::{json, Value};
 
 /// `radit bench ...`
 #[derive(Subcommand)]
 pub enum BenchCommand {
     /// W1: LM-ft training step (random Llama, answer-only loss, AdamW); tokens/s.
     LmFt(LmFtSpec),
+    /// W2: R-ft training step (random MiniLM-L6-shaped BERT, mean pool + L2 norm, KL to a
+    /// fixed target over 10 frozen documents per query with the `lsr` loss, AdamW); queries/s.
+    RFt(RFtSpec),
+    /// W3: LSR scoring (random W1 Llama, no grad, answer log-likelihood of chunk + question +
+    /// answer sequences, 16 per forward); sequences/s.
+    Lsr(LsrSpec),
+    /// W5: greedy generation with the KV cache (random W1 Llama, 64 new tokens after a
+    /// 128-token prompt, batch 1 and 8); new tokens/s.
+    Generate(GenerateSpec),
 }
 
-/// The W1 workload and how to measure it.
+/// Options every workload takes.
 #[derive(Args)]
-pub struct LmFtSpec {
-    /// Measured steps (after the warmup steps).
-    #[arg(long, default_value_t = 5)]
-    steps: usize,
-    /// Unmeasured warmup steps.
-    #[arg(long, default_value_t = 2)]
-    warmup: usize,
-    /// Rows per batch.
-    #[arg(long, default_value_t = 4)]
-    batch: usize,
-    /// Tokens per row.
-    #[arg(long, default_value_t = 256)]
-    seq: usize,
-    /// Loss on the last this many positions of each row.
-    #[arg(long, default_value_t = 64)]
-    answer: usize,
+pub struct CommonArgs {
+    /// CPU threads (sets RAYON_NUM_THREADS before the first tensor op); default: rayon's.
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Print one JSON line instead of the table.
+    #[arg(long)]
+    json: bool,
+}
+
+/// The W1 Llama shape, shared by W1, W3 and W5 (the peers' defaults).
+#[derive(Args)]
+pub struct LlamaArgs {
     /// Hidden size.
     #[arg(long, default_value_t = 512)]
     hidden: usize,
@@ -49,28 +66,364 @@ pub struct LmFtSpec {
     /// Vocabulary size.
     #[arg(long, default_value_t = 32000)]
     vocab: usize,
-    /// CPU threads (sets RAYON_NUM_THREADS before the first tensor op); default: rayon's.
-    #[arg(long)]
-    threads: Option<usize>,
+}
+
+/// Warmup and measured training steps, shared by W1 and W2.
+#[derive(Args)]
+pub struct StepArgs {
+    /// Measured steps (after the warmup steps).
+    #[arg(long, default_value_t = 5)]
+    steps: usize,
+    /// Unmeasured warmup steps.
+    #[arg(long, default_value_t = 2)]
+    warmup: usize,
     /// Also time forward, backward and optimizer step separately, and a no-grad forward.
     #[arg(long)]
     breakdown: bool,
-    /// Print one JSON line instead of the table.
+}
+
+/// Warmup and measured repetitions of a no-grad workload, shared by W3 and W5.
+#[derive(Args)]
+pub struct RepeatArgs {
+    /// Measured repetitions (passes or generations).
+    #[arg(long, default_value_t = 3)]
+    repeats: usize,
+    /// Unmeasured warmup repetitions.
+    #[arg(long, default_value_t = 1)]
+    warmup: usize,
+}
+
+/// The W1 workload and how to measure it.
+#[derive(Args)]
+pub struct LmFtSpec {
+    /// Rows per batch.
+    #[arg(long, default_value_t = 4)]
+    batch: usize,
+    /// Tokens per row.
+    #[arg(long, default_value_t = 256)]
+    seq: usize,
+    /// Loss on the last this many positions of each row.
+    #[arg(long, default_value_t = 64)]
+    answer: usize,
+    // The model shape.
+    #[command(flatten)]
+    model: LlamaArgs,
+    // Steps and breakdown.
+    #[command(flatten)]
+    run: StepArgs,
+    // Threads and output.
+    #[command(flatten)]
+    common: CommonArgs,
+}
+
+/// The W2 workload and how to measure it.
+#[derive(Args)]
+pub struct RFtSpec {
+    /// Queries per step.
+    #[arg(long, default_value_t = 16)]
+    queries: usize,
+    /// Tokens per query (no padding).
+    #[arg(long, default_value_t = 64)]
+    seq: usize,
+    /// Frozen documents per query.
+    #[arg(long, default_value_t = 10)]
+    docs: usize,
+    /// Retriever temperature τ_R.
+    #[arg(long, default_value_t = 0.1)]
+    tau_r: f64,
+    /// Temperature of the fixed target distribution's random logits.
+    #[arg(long, default_value_t = 0.01)]
+    target_tau: f64,
+    /// AdamW learning rate.
+    #[arg(long, default_value_t = 1e-5)]
+    lr: f64,
+    /// AdamW weight decay.
+    #[arg(long, default_value_t = 0.01)]
+    weight_decay: f32,
+    /// Hidden size.
+    #[arg(long, default_value_t = 384)]
+    hidden: usize,
+    /// Encoder layers.
+    #[arg(long, default_value_t = 6)]
+    layers: usize,
+    /// Attention heads.
+    #[arg(long, default_value_t = 12)]
+    heads: usize,
+    /// FFN size.
+    #[arg(long, default_value_t = 1536)]
+    ffn: usize,
+    /// Vocabulary size.
+    #[arg(long, default_value_t = 30522)]
+    vocab: usize,
+    /// Learned positions.
+    #[arg(long, default_value_t = 512)]
+    max_positions: usize,
+    /// Seed of the weights and the inputs.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    // Steps and breakdown.
+    #[command(flatten)]
+    run: StepArgs,
+    // Threads and output.
+    #[command(flatten)]
+    common: CommonArgs,
+}
+
+/// The W3 workload and how to measure it.
+#[derive(Args)]
+pub struct LsrSpec {
+    /// Sequences scored per pass.
+    #[arg(long, default_value_t = 160)]
+    sequences: usize,
+    /// Sequences scored per forward.
+    #[arg(long, default_value_t = 16)]
+    batch: usize,
+    /// Chunk tokens at the start of each sequence.
+    #[arg(long, default_value_t = 128)]
+    chunk: usize,
+    /// Question tokens after the chunk.
+    #[arg(long, default_value_t = 32)]
+    question: usize,
+    /// Answer tokens at the end (the scored ones).
+    #[arg(long, default_value_t = 32)]
+    answer: usize,
+    /// Seed of the weights and the inputs.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    // The model shape.
+    #[command(flatten)]
+    model: LlamaArgs,
+    // Passes.
+    #[command(flatten)]
+    run: RepeatArgs,
+    // Threads and output.
+    #[command(flatten)]
+    common: CommonArgs,
+}
+
+/// The W5 workload and how to measure it.
+#[derive(Args)]
+pub struct GenerateSpec {
+    /// Batch sizes, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,8")]
+    batches: Vec<usize>,
+    /// Prompt tokens per row.
+    #[arg(long, default_value_t = 128)]
+    prompt: usize,
+    /// New tokens per row (greedy, no stop tokens: exactly this many).
+    #[arg(long, default_value_t = 64)]
+    new_tokens: usize,
+    /// Seed of the weights and the prompts.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Also time the prefill (the prompt's forward into an empty KV cache) alone.
     #[arg(long)]
-    json: bool,
+    breakdown: bool,
+    // The model shape.
+    #[command(flatten)]
+    model: LlamaArgs,
+    // Generations per batch size.
+    #[command(flatten)]
+    run: RepeatArgs,
+    // Threads and output.
+    #[command(flatten)]
+    common: CommonArgs,
 }
 
 /// Runs one `radit bench` command.
 pub fn run(command: BenchCommand, device: &Device) -> Result<()> {
+    let common = match &command {
+        BenchCommand::LmFt(s) => &s.common,
+        BenchCommand::RFt(s) => &s.common,
+        BenchCommand::Lsr(s) => &s.common,
+        BenchCommand::Generate(s) => &s.common,
+    };
+    if let Some(n) = common.threads {
+        // Before the first tensor op, so rayon's global pool picks it up.
+        std::env::set_var("RAYON_NUM_THREADS", n.to_string());
+    }
     match command {
-        BenchCommand::LmFt(spec) => {
-            if let Some(n) = spec.threads {
-                // Before the first tensor op, so rayon's global pool picks it up.
-                std::env::set_var("RAYON_NUM_THREADS", n.to_string());
+        BenchCommand::LmFt(spec) => lm_ft(&spec, device),
+        BenchCommand::RFt(spec) => r_ft(&spec, device),
+        BenchCommand::Lsr(spec) => lsr(&spec, device),
+        BenchCommand::Generate(spec) => generate_bench(&spec, device),
+    }
+}
+
+impl CommonArgs {
+    /// The thread count as reported: the flag, else RAYON_NUM_THREADS, else "default".
+    fn threads_label(&self) -> String {
+        self.threads.map_or_else(
+            || std::env::var("RAYON_NUM_THREADS").unwrap_or_else(|_| "default".into()),
+            |n| n.to_string(),
+        )
+    }
+
+    /// The JSON line's first keys: which workload, which implementation, where.
+    fn json_head(&self, bench: &str, device: &Device) -> Value {
+        json!({
+            "bench": bench,
+            "impl": "radit",
+            "device": format!("{device:?}"),
+            "threads": self.threads_label(),
+        })
+    }
+
+    /// The first line of the table.
+    fn title(&self, workload: &str, device: &Device) -> String {
+        format!(
+            "{workload} (radit, {device:?}, threads {})",
+            self.threads_label()
+        )
+    }
+}
+
+impl LlamaArgs {
+    /// The Llama config of the peers (untied embeddings, as transformers' default).
+    fn config(&self, positions: usize) -> Result<LlamaConfig> {
+        if self.heads == 0 || !self.hidden.is_multiple_of(self.heads) {
+            bail!("--hidden must be a multiple of --heads");
+        }
+        if self.vocab < 2 {
+            bail!("--vocab must be at least 2");
+        }
+        Ok(LlamaConfig {
+            max_position_embeddings: positions.max(2048),
+            // transformers' LlamaConfig default, as in the PyTorch peers.
+            tie_word_embeddings: false,
+            ..LlamaConfig::new(
+                self.vocab,
+                self.hidden,
+                self.ffn,
+                self.layers,
+                self.heads,
+                self.heads,
+            )
+        })
+    }
+
+    fn json(&self) -> Value {
+        json!({
+            "hidden": self.hidden, "layers": self.layers, "heads": self.heads, "ffn": self.ffn,
+            "vocab": self.vocab,
+        })
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "hidden {} layers {} heads {} ffn {} vocab {}",
+            self.hidden, self.layers, self.heads, self.ffn, self.vocab
+        )
+    }
+}
+
+/// Adds the keys of each object in `parts` to the object `head`.
+fn merge(mut head: Value, parts: impl IntoIterator<Item = Value>) -> Value {
+    if let Value::Object(map) = &mut head {
+        for part in parts {
+            if let Value::Object(more) = part {
+                map.extend(more);
             }
-            lm_ft(&spec, device)
         }
     }
+    head
+}
+
+/// Deterministic pseudo-random token ids in `1..vocab` (never the pad id 0); seed 0 gives
+/// the tokens W1 has always used.
+struct TokenRng(u64);
+
+impl TokenRng {
+    fn new(seed: u64) -> Self {
+        let state = 0x2545_F491_4F6C_DD1Du64 ^ seed.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        Self(if state == 0 { 1 } else { state })
+    }
+
+    fn rows(&mut self, n: usize, len: usize, vocab: usize) -> Vec<Vec<u32>> {
+        (0..n)
+            .map(|_| {
+                (0..len)
+                    .map(|_| {
+                        let s = &mut self.0;
+                        *s ^= *s << 13;
+                        *s ^= *s >> 7;
+                        *s ^= *s << 17;
+                        1 + (*s % (vocab as u64 - 1)) as u32
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+}
+
+/// Standard normal floats (Box–Muller).
+fn normals(rng: &mut SplitMix64, n: usize) -> Vec<f32> {
+    (0..n)
+        .map(|_| {
+            let u1 = rng.next_f64().max(f64::MIN_POSITIVE);
+            let u2 = rng.next_f64();
+            ((-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()) as f32
+        })
+        .collect()
+}
+
+/// Answer mask marking the last `answer` tokens of every `seq`-token row.
+fn tail_mask(rows: usize, seq: usize, answer: usize) -> Vec<u8> {
+    let mut mask = vec![0u8; rows * seq];
+    for row in mask.chunks_mut(seq) {
+        row[seq - answer..].fill(1);
+    }
+    mask
+}
+
+/// Best and median of a set of timings.
+#[derive(Clone, Copy)]
+struct Stats {
+    min: f64,
+    median: f64,
+}
+
+impl Stats {
+    fn of(v: &[f64]) -> Self {
+        Self {
+            min: min_of(v),
+            median: median_of(v),
+        }
+    }
+}
+
+fn secs_list(v: &[f64]) -> String {
+    v.iter()
+        .map(|t| format!("{t:.3}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Runs `f` `warmup + repeats` times and returns the measured wall times; unless `quiet`,
+/// reports each run on stderr as `{kind} {what} {i}: T s  (items/T unit)`.
+fn timed_runs(
+    warmup: usize,
+    repeats: usize,
+    quiet: bool,
+    what: &str,
+    items: f64,
+    unit: &str,
+    mut f: impl FnMut() -> Result<()>,
+) -> Result<Vec<f64>> {
+    let mut times = Vec::with_capacity(repeats);
+    for i in 0..warmup + repeats {
+        let start = Instant::now();
+        f()?;
+        let t = start.elapsed().as_secs_f64();
+        if i >= warmup {
+            times.push(t);
+        }
+        if !quiet {
+            let kind = if i < warmup { "warmup" } else { "measured" };
+            eprintln!("{kind} {what} {i}: {t:.3} s  ({:.1} {unit})", items / t);
+        }
+    }
+    Ok(times)
 }
 
 /// Per-step phase times in seconds (forward/backward/optimizer only with `--breakdown`).
@@ -82,56 +435,42 @@ struct StepTimes {
     optim: f64,
 }
 
-fn lm_ft(s: &LmFtSpec, device: &Device) -> Result<()> {
+/// What a run of training steps measured, and how to report it.
+struct StepRun {
+    /// The unit of work (`tokens`, `queries`).
+    unit: &'static str,
+    /// Units per step.
+    items: f64,
+    times: Vec<StepTimes>,
+    losses: Vec<f32>,
+    /// No-grad forwards of the same loss (only with `--breakdown`).
+    nograd: Vec<f64>,
+}
+
+/// Times `warmup + steps` training steps of `model`: the loss (`loss_fn`), its backward and
+/// one AdamW step at `lr`; `sync` reads an updated parameter back so the update has run.
+#[allow(clippy::too_many_arguments)]
+fn train_steps<M: Module>(
+    mut model: M,
+    optim: AdamWConfig,
+    lr: f64,
+    s: &StepArgs,
+    quiet: bool,
+    unit: &'static str,
+    items: f64,
+    loss_fn: impl Fn(&M) -> Result<Tensor<1>>,
+    sync: impl Fn(&M),
+) -> Result<StepRun> {
     if s.steps == 0 {
         bail!("--steps must be at least 1");
     }
-    if s.answer == 0 || s.answer >= s.seq {
-        bail!("--answer must be in 1..seq");
-    }
-    if s.heads == 0 || !s.hidden.is_multiple_of(s.heads) {
-        bail!("--hidden must be a multiple of --heads");
-    }
-    let config = LlamaConfig {
-        max_position_embeddings: s.seq.max(2048),
-        // transformers' LlamaConfig default, as in the PyTorch peer.
-        tie_word_embeddings: false,
-        ..LlamaConfig::new(s.vocab, s.hidden, s.ffn, s.layers, s.heads, s.heads)
-    };
-    let source = random_llama(&config, 0);
-    let train_device = device.clone().autodiff();
-    let mut model =
-        Llama::load(&source, config.clone(), &train_device).context("building the model")?;
-
-    // Deterministic pseudo-random tokens (never the pad id 0).
-    let mut state = 0x2545_F491_4F6C_DD1Du64;
-    let rows: Vec<Vec<u32>> = (0..s.batch)
-        .map(|_| {
-            (0..s.seq)
-                .map(|_| {
-                    state ^= state << 13;
-                    state ^= state >> 7;
-                    state ^= state << 17;
-                    1 + (state % (s.vocab as u64 - 1)) as u32
-                })
-                .collect()
-        })
-        .collect();
-    let batch = TokenBatch::from_rows(&rows, 0, PaddingSide::Right)?;
-    let mut mask = vec![0u8; s.batch * s.seq];
-    for row in mask.chunks_mut(s.seq) {
-        row[s.seq - s.answer..].fill(1);
-    }
-    let targets = LmTargets::from_answer_mask(&batch, &mask)?;
-
-    let mut optim = AdamWConfig::new().init();
-    let lr = 1e-4;
+    let mut optim = optim.init();
     let mut times = Vec::with_capacity(s.steps);
     let mut losses = Vec::with_capacity(s.steps);
     for step in 0..s.warmup + s.steps {
         let mut t = StepTimes::default();
         let start = Instant::now();
-        let loss = answer_nll(&model, &batch, &targets)?;
+        let loss = loss_fn(&model)?;
         if s.breakdown {
             // Reading a value forces the forward to finish (it does anyway on an eager backend).
             let _ = loss.clone().into_scalar::<f32>();
@@ -144,8 +483,8 @@ fn lm_ft(s: &LmFtSpec, device: &Device) -> Result<()> {
         t.backward = (o0 - b0).as_secs_f64();
         model = optim.step(lr, model, grads);
         // Make sure the update has run (flex is eager; this matters on async backends only,
-        // and then only for this parameter): read an updated value back.
-        let _ = model.norm.weight.val().sum().into_scalar::<f32>();
+        // and then only for this parameter).
+        sync(&model);
         t.optim = o0.elapsed().as_secs_f64();
         t.total = start.elapsed().as_secs_f64();
         if !loss_value.is_finite() {
@@ -155,7 +494,7 @@ fn lm_ft(s: &LmFtSpec, device: &Device) -> Result<()> {
             times.push(t);
             losses.push(loss_value);
         }
-        if !s.json {
+        if !quiet {
             eprintln!(
                 "{} step {step}: {:.3} s  loss {loss_value:.4}",
                 if step < s.warmup {
@@ -167,88 +506,553 @@ fn lm_ft(s: &LmFtSpec, device: &Device) -> Result<()> {
             );
         }
     }
+    Ok(StepRun {
+        unit,
+        items,
+        times,
+        losses,
+        nograd: Vec::new(),
+    })
+}
 
-    // A no-grad forward of the same loss on the plain device, for the autodiff overhead.
-    let mut nograd = Vec::new();
-    if s.breakdown {
-        let plain = Llama::load(&source, config.clone(), device)?;
+impl StepRun {
+    /// Two no-grad runs of `f` (the same loss on the plain device), for the autodiff overhead.
+    fn time_nograd(&mut self, mut f: impl FnMut() -> Result<()>) -> Result<()> {
         for _ in 0..2 {
             let start = Instant::now();
-            let ll = target_log_likelihood(&plain, &batch, &targets)?;
-            let _ = ll.sum().into_scalar::<f32>();
-            nograd.push(start.elapsed().as_secs_f64());
+            f()?;
+            self.nograd.push(start.elapsed().as_secs_f64());
         }
+        Ok(())
     }
 
-    let tokens = (s.batch * s.seq) as f64;
-    let totals: Vec<f64> = times.iter().map(|t| t.total).collect();
-    let (min, median) = (min_of(&totals), median_of(&totals));
-    let threads = s.threads.map_or_else(
-        || std::env::var("RAYON_NUM_THREADS").unwrap_or_else(|_| "default".into()),
-        |n| n.to_string(),
-    );
-    let phase = |f: fn(&StepTimes) -> f64| median_of(&times.iter().map(f).collect::<Vec<_>>());
-    if s.json {
-        let mut v = serde_json::json!({
-            "bench": "lm-ft",
-            "impl": "radit",
-            "device": format!("{device:?}"),
-            "threads": threads,
-            "hidden": s.hidden, "layers": s.layers, "heads": s.heads, "ffn": s.ffn,
-            "vocab": s.vocab, "batch": s.batch, "seq": s.seq, "answer": s.answer,
+    fn totals(&self) -> Vec<f64> {
+        self.times.iter().map(|t| t.total).collect()
+    }
+
+    fn phase(&self, f: fn(&StepTimes) -> f64) -> f64 {
+        median_of(&self.times.iter().map(f).collect::<Vec<_>>())
+    }
+
+    /// The step keys of the JSON line (the peers' names).
+    fn json(&self, s: &StepArgs) -> Value {
+        let totals = self.totals();
+        let st = Stats::of(&totals);
+        let mut v = json!({
             "warmup": s.warmup, "steps": s.steps,
             "step_s": totals,
-            "step_min_s": min, "step_median_s": median,
-            "tokens_per_s_best": tokens / min,
-            "tokens_per_s_median": tokens / median,
-            "loss_last": losses.last(),
+            "step_min_s": st.min, "step_median_s": st.median,
+            "loss_last": self.losses.last(),
         });
+        v[format!("{}_per_s_best", self.unit)] = (self.items / st.min).into();
+        v[format!("{}_per_s_median", self.unit)] = (self.items / st.median).into();
         if s.breakdown {
-            v["forward_s"] = phase(|t| t.forward).into();
-            v["backward_s"] = phase(|t| t.backward).into();
-            v["optim_s"] = phase(|t| t.optim).into();
-            v["nograd_forward_s"] = min_of(&nograd).into();
+            v["forward_s"] = self.phase(|t| t.forward).into();
+            v["backward_s"] = self.phase(|t| t.backward).into();
+            v["optim_s"] = self.phase(|t| t.optim).into();
+            v["nograd_forward_s"] = min_of(&self.nograd).into();
             // Per measured step, so a quiet step's phases can be read on a loaded machine.
-            v["phases_s"] = times
+            v["phases_s"] = self
+                .times
                 .iter()
                 .map(|t| vec![t.forward, t.backward, t.optim])
                 .collect::<Vec<_>>()
                 .into();
         }
-        println!("{v}");
-    } else {
-        println!("W1 lm-ft (radit, {device:?}, threads {threads})");
-        println!(
-            "  config   hidden {} layers {} heads {} ffn {} vocab {}; batch {} x seq {}, loss on last {}",
-            s.hidden, s.layers, s.heads, s.ffn, s.vocab, s.batch, s.seq, s.answer
-        );
+        v
+    }
+
+    /// The step lines of the table.
+    fn print(&self, s: &StepArgs) {
+        let totals = self.totals();
+        let st = Stats::of(&totals);
         println!(
             "  steps    {} warmup, {} measured: {}",
             s.warmup,
             s.steps,
-            totals
-                .iter()
-                .map(|t| format!("{t:.3}"))
-                .collect::<Vec<_>>()
-                .join(" ")
+            secs_list(&totals)
         );
-        println!("  step     min {min:.3} s   median {median:.3} s");
+        println!("  step     min {:.3} s   median {:.3} s", st.min, st.median);
         println!(
-            "  tokens/s best {:.1}   median {:.1}",
-            tokens / min,
-            tokens / median
+            "  {}/s best {:.1}   median {:.1}",
+            self.unit,
+            self.items / st.min,
+            self.items / st.median
         );
         if s.breakdown {
             println!(
                 "  phases   forward {:.3} s   backward {:.3} s   optimizer {:.3} s   (medians)",
-                phase(|t| t.forward),
-                phase(|t| t.backward),
-                phase(|t| t.optim)
+                self.phase(|t| t.forward),
+                self.phase(|t| t.backward),
+                self.phase(|t| t.optim)
             );
             println!(
                 "  no-grad forward (same loss, plain device): {:.3} s",
-                min_of(&nograd)
+                min_of(&self.nograd)
             );
+        }
+    }
+}
+
+fn lm_ft(s: &LmFtSpec, device: &Device) -> Result<()> {
+    if s.answer == 0 || s.answer >= s.seq {
+        bail!("--answer must be in 1..seq");
+    }
+    if s.batch == 0 {
+        bail!("--batch must be at least 1");
+    }
+    let config = s.model.config(s.seq)?;
+    let source = random_llama(&config, 0);
+    let train_device = device.clone().autodiff();
+    let model =
+        Llama::load(&source, config.clone(), &train_device).context("building the model")?;
+
+    let rows = TokenRng::new(0).rows(s.batch, s.seq, s.model.vocab);
+    let batch = TokenBatch::from_rows(&rows, 0, PaddingSide::Right)?;
+    let targets = LmTargets::from_answer_mask(&batch, &tail_mask(s.batch, s.seq, s.answer))?;
+
+    let mut run = train_steps(
+        model,
+        AdamWConfig::new(),
+        1e-4,
+        &s.run,
+        s.common.json,
+        "tokens",
+        (s.batch * s.seq) as f64,
+        |m: &Llama| Ok(answer_nll(m, &batch, &targets)?),
+        |m: &Llama| {
+            let _ = m.norm.weight.val().sum().into_scalar::<f32>();
+        },
+    )?;
+    if s.run.breakdown {
+        let plain = Llama::load(&source, config.clone(), device)?;
+        run.time_nograd(|| {
+            let ll = target_log_likelihood(&plain, &batch, &targets)?;
+            let _ = ll.sum().into_scalar::<f32>();
+            Ok(())
+        })?;
+    }
+
+    if s.common.json {
+        let shape = json!({"batch": s.batch, "seq": s.seq, "answer": s.answer});
+        let v = merge(
+            s.common.json_head("lm-ft", device),
+            [s.model.json(), shape, run.json(&s.run)],
+        );
+        println!("{v}");
+    } else {
+        println!("{}", s.common.title("W1 lm-ft", device));
+        println!(
+            "  config   {}; batch {} x seq {}, loss on last {}",
+            s.model.describe(),
+            s.batch,
+            s.seq,
+            s.answer
+        );
+        run.print(&s.run);
+    }
+    Ok(())
+}
+
+/// The constant inputs of the W2 loss on one device.
+struct RftInputs {
+    /// Frozen unit document embeddings `[queries, docs, hidden]`.
+    docs: Tensor<3>,
+    /// Random logits whose `log_softmax(· / target_tau)` is the target distribution.
+    target_logits: Tensor<2>,
+    /// Ones `[queries, docs]` (the `lsr` loss's token counts; unused by its `logprob` signal).
+    ones: Tensor<2>,
+}
+
+impl RftInputs {
+    fn new(docs: &[f32], target: &[f32], s: &RFtSpec, device: &Device) -> Self {
+        let (q, d, h) = (s.queries, s.docs, s.hidden);
+        Self {
+            docs: Tensor::from_data(TensorData::new(docs.to_vec(), [q, d, h]), device),
+            target_logits: Tensor::from_data(TensorData::new(target.to_vec(), [q, d]), device),
+            ones: Tensor::ones([q, d], device),
+        }
+    }
+
+    /// `lsr`'s KL(target ‖ p_R) for the queries in `batch`, with
+    /// `p_R = softmax(E_q(x) · d / τ_R)` over each query's documents.
+    fn loss(
+        &self,
+        model: &Bert,
+        batch: &TokenBatch,
+        loss: &dyn RetrieverLoss,
+        tau_r: f64,
+    ) -> Result<Tensor<1>> {
+        let q = model.embed(batch, Pooling::Mean, true)?;
+        let [n, h] = q.dims();
+        let [_, d, _] = self.docs.dims();
+        let scores = q
+            .reshape([n, 1, h])
+            .mul(self.docs.clone())
+            .sum_dim(2)
+            .reshape([n, d])
+            .div_scalar(tau_r);
+        Ok(loss.loss(&LossBatch {
+            retriever_logits: scores,
+            lm_logprob: self.target_logits.clone(),
+            answer_tokens: self.ones.clone(),
+            loo_logprob: None,
+            positive: None,
+        })?)
+    }
+}
+
+fn r_ft(s: &RFtSpec, device: &Device) -> Result<()> {
+    if s.queries == 0 || s.seq == 0 || s.docs == 0 {
+        bail!("--queries, --seq and --docs must be at least 1");
+    }
+    if s.seq > s.max_positions {
+        bail!("--seq must be at most --max-positions");
+    }
+    if s.heads == 0 || !s.hidden.is_multiple_of(s.heads) {
+        bail!("--hidden must be a multiple of --heads");
+    }
+    if s.vocab < 2 {
+        bail!("--vocab must be at least 2");
+    }
+    if !(s.tau_r > 0.0 && s.target_tau > 0.0) {
+        bail!("--tau-r and --target-tau must be positive");
+    }
+    let config = BertConfig {
+        vocab_size: s.vocab,
+        hidden_size: s.hidden,
+        num_hidden_layers: s.layers,
+        num_attention_heads: s.heads,
+        intermediate_size: s.ffn,
+        max_position_embeddings: s.max_positions,
+        type_vocab_size: 2,
+        layer_norm_eps: 1e-12,
+        pad_token_id: 0,
+    };
+    let source = random_bert(&config, s.seed);
+    let train_device = device.clone().autodiff();
+    let model = Bert::load(&source, config.clone(), &train_device).context("building the model")?;
+
+    let rows = TokenRng::new(s.seed).rows(s.queries, s.seq, s.vocab);
+    let batch = TokenBatch::from_rows(&rows, 0, PaddingSide::Right)?;
+    let mut rng = SplitMix64::new(s.seed ^ 0xD0C5);
+    let mut docs = normals(&mut rng, s.queries * s.docs * s.hidden);
+    for v in docs.chunks_mut(s.hidden) {
+        let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
+        v.iter_mut().for_each(|x| *x /= norm);
+    }
+    let target = normals(&mut rng, s.queries * s.docs);
+    // The real R-ft loss: lsr on log-probabilities, Atlas' direction KL(target ‖ p_R).
+    let params = LossParams(
+        [
+            ("signal".to_owned(), json!("logprob")),
+            ("temperature".to_owned(), json!(s.target_tau)),
+            ("direction".to_owned(), json!("target_retriever")),
+        ]
+        .into_iter()
+        .collect(),
+    );
+    let loss = LossRegistry::builtin().build("lsr", &params)?;
+    let inputs = RftInputs::new(&docs, &target, s, &train_device);
+
+    let mut run = train_steps(
+        model,
+        // PyTorch's AdamW epsilon, as in the peer.
+        AdamWConfig::new()
+            .with_weight_decay(s.weight_decay)
+            .with_epsilon(1e-8),
+        s.lr,
+        &s.run,
+        s.common.json,
+        "queries",
+        s.queries as f64,
+        |m: &Bert| inputs.loss(m, &batch, loss.as_ref(), s.tau_r),
+        |m: &Bert| {
+            let _ = m
+                .embeddings
+                .layer_norm
+                .weight
+                .val()
+                .sum()
+                .into_scalar::<f32>();
+        },
+    )?;
+    if s.run.breakdown {
+        let plain = Bert::load(&source, config, device)?;
+        let plain_inputs = RftInputs::new(&docs, &target, s, device);
+        run.time_nograd(|| {
+            let l = plain_inputs.loss(&plain, &batch, loss.as_ref(), s.tau_r)?;
+            let _ = l.into_scalar::<f32>();
+            Ok(())
+        })?;
+    }
+
+    if s.common.json {
+        let shape = json!({
+            "hidden": s.hidden, "layers": s.layers, "heads": s.heads, "ffn": s.ffn,
+            "vocab": s.vocab, "queries": s.queries, "seq": s.seq, "docs": s.docs,
+            "tau_r": s.tau_r, "seed": s.seed,
+        });
+        let v = merge(
+            s.common.json_head("r-ft", device),
+            [shape, run.json(&s.run)],
+        );
+        println!("{v}");
+    } else {
+        println!("{}", s.common.title("W2 r-ft", device));
+        println!(
+            "  config   hidden {} layers {} heads {} ffn {} vocab {}; {} queries x seq {}, \
+             {} docs/query, tau_r {}",
+            s.hidden, s.layers, s.heads, s.ffn, s.vocab, s.queries, s.seq, s.docs, s.tau_r
+        );
+        run.print(&s.run);
+    }
+    Ok(())
+}
+
+fn lsr(s: &LsrSpec, device: &Device) -> Result<()> {
+    let seq = s.chunk + s.question + s.answer;
+    if s.answer == 0 || s.answer >= seq {
+        bail!("--answer must be at least 1, with --chunk + --question at least 1");
+    }
+    if s.sequences == 0 || s.batch == 0 {
+        bail!("--sequences and --batch must be at least 1");
+    }
+    if s.run.repeats == 0 {
+        bail!("--repeats must be at least 1");
+    }
+    let config = s.model.config(seq)?;
+    let source = random_llama(&config, s.seed);
+    let model = Llama::load(&source, config, device).context("building the model")?;
+
+    // Token batches and targets are host-side preparation (the peer's token tensor).
+    let rows = TokenRng::new(s.seed).rows(s.sequences, seq, s.model.vocab);
+    let batches = rows
+        .chunks(s.batch)
+        .map(|chunk| {
+            let batch = TokenBatch::from_rows(chunk, 0, PaddingSide::Right)?;
+            let targets =
+                LmTargets::from_answer_mask(&batch, &tail_mask(chunk.len(), seq, s.answer))?;
+            Ok((batch, targets))
+        })
+        .collect::<Result<Vec<_>>>()?;
+
+    let n = s.sequences as f64;
+    let mut scores = Vec::with_capacity(s.sequences);
+    let times = timed_runs(
+        s.run.warmup,
+        s.run.repeats,
+        s.common.json,
+        "pass",
+        n,
+        "seq/s",
+        || {
+            scores.clear();
+            for (batch, targets) in &batches {
+                let ll = target_log_likelihood(&model, batch, targets)?;
+                scores.extend(to_host(ll)?.data);
+            }
+            Ok(())
+        },
+    )?;
+    let st = Stats::of(&times);
+    let score_mean = scores.iter().map(|&x| f64::from(x)).sum::<f64>() / scores.len() as f64;
+    let score_first = scores.first().copied().unwrap_or(f32::NAN);
+
+    if s.common.json {
+        let v = merge(
+            s.common.json_head("lsr", device),
+            [
+                s.model.json(),
+                json!({
+                    "sequences": s.sequences, "batch": s.batch, "seq": seq,
+                    "chunk": s.chunk, "question": s.question, "answer": s.answer, "seed": s.seed,
+                    "warmup": s.run.warmup, "repeats": s.run.repeats, "pass_s": times,
+                    "pass_min_s": st.min, "pass_median_s": st.median,
+                    "sequences_per_s_best": n / st.min, "sequences_per_s_median": n / st.median,
+                    "score_mean": score_mean, "score_first": score_first,
+                }),
+            ],
+        );
+        println!("{v}");
+    } else {
+        println!("{}", s.common.title("W3 lsr", device));
+        println!(
+            "  config   {}; {} sequences x {seq} tokens ({}+{}+{}), {} per forward, score on last {}",
+            s.model.describe(),
+            s.sequences,
+            s.chunk,
+            s.question,
+            s.answer,
+            s.batch,
+            s.answer
+        );
+        println!(
+            "  passes   {} warmup, {} measured: {}",
+            s.run.warmup,
+            s.run.repeats,
+            secs_list(&times)
+        );
+        println!("  pass     min {:.3} s   median {:.3} s", st.min, st.median);
+        println!(
+            "  seq/s    best {:.1}   median {:.1}",
+            n / st.min,
+            n / st.median
+        );
+        println!("  scores   mean {score_mean:.3}  first {score_first:.3}");
+    }
+    Ok(())
+}
+
+/// One batch size's generations.
+struct GenResult {
+    batch: usize,
+    times: Vec<f64>,
+    stats: Stats,
+    /// New tokens per generation (batch × new tokens).
+    tokens: f64,
+    /// The first new tokens of row 0.
+    first: Vec<u32>,
+    /// The prefill alone (only with `--breakdown`).
+    prefill: Option<f64>,
+}
+
+impl GenResult {
+    /// The rest of the best run, per decoding step after the prefill's.
+    fn decode_step(&self, new_tokens: usize) -> f64 {
+        (self.stats.min - self.prefill.unwrap_or(0.0)) / new_tokens.max(2).saturating_sub(1) as f64
+    }
+
+    /// One entry of the peer's `results` list.
+    fn json(&self, new_tokens: usize) -> Value {
+        let mut v = json!({
+            "batch": self.batch, "run_s": self.times,
+            "run_min_s": self.stats.min, "run_median_s": self.stats.median,
+            "new_tokens_per_s_best": self.tokens / self.stats.min,
+            "new_tokens_per_s_median": self.tokens / self.stats.median,
+            "first_new_tokens": self.first,
+        });
+        if let Some(prefill) = self.prefill {
+            v["prefill_s"] = prefill.into();
+            v["decode_step_s"] = self.decode_step(new_tokens).into();
+        }
+        v
+    }
+}
+
+fn generate_bench(s: &GenerateSpec, device: &Device) -> Result<()> {
+    if s.prompt == 0 || s.new_tokens == 0 {
+        bail!("--prompt and --new-tokens must be at least 1");
+    }
+    if s.batches.is_empty() || s.batches.contains(&0) {
+        bail!("--batches must list batch sizes of at least 1");
+    }
+    if s.run.repeats == 0 {
+        bail!("--repeats must be at least 1");
+    }
+    let config = s.model.config(s.prompt + s.new_tokens)?;
+    let source = random_llama(&config, s.seed);
+    let model = Llama::load(&source, config, device).context("building the model")?;
+    let generation = GenerationConfig {
+        max_new_tokens: s.new_tokens,
+        temperature: 0.0,
+        stop_ids: Vec::new(),
+        use_cache: true,
+        ..GenerationConfig::default()
+    };
+
+    let mut rng = TokenRng::new(s.seed);
+    let mut results = Vec::with_capacity(s.batches.len());
+    for &b in &s.batches {
+        let prompts = rng.rows(b, s.prompt, s.model.vocab);
+        let tokens = (b * s.new_tokens) as f64;
+        let mut first = Vec::new();
+        let times = timed_runs(
+            s.run.warmup,
+            s.run.repeats,
+            s.common.json,
+            &format!("batch {b} run"),
+            tokens,
+            "new tok/s",
+            || {
+                let out = generate(&model, &prompts, &generation, 0)?;
+                if let Some(row) = out.iter().find(|r| r.len() != s.new_tokens) {
+                    bail!(
+                        "batch {b}: generated {} tokens, expected {}",
+                        row.len(),
+                        s.new_tokens
+                    );
+                }
+                first = out[0].iter().take(8).copied().collect();
+                Ok(())
+            },
+        )?;
+        let mut result = GenResult {
+            batch: b,
+            stats: Stats::of(&times),
+            times,
+            tokens,
+            first,
+            prefill: None,
+        };
+        if s.breakdown {
+            // The prompt's forward into an empty cache, i.e. generation's first step.
+            let batch = TokenBatch::from_rows(&prompts, 0, PaddingSide::Left)?;
+            let mut prefill = Vec::new();
+            for _ in 0..2 {
+                let start = Instant::now();
+                let mut cache = KvCache::new();
+                let logits = model.next_token_logits(&batch, Some(&mut cache))?;
+                let _ = to_host(logits)?;
+                prefill.push(start.elapsed().as_secs_f64());
+            }
+            result.prefill = Some(min_of(&prefill));
+        }
+        results.push(result);
+    }
+
+    if s.common.json {
+        let v = merge(
+            s.common.json_head("generate", device),
+            [
+                s.model.json(),
+                json!({
+                    "prompt": s.prompt, "new_tokens": s.new_tokens, "seed": s.seed,
+                    "warmup": s.run.warmup, "repeats": s.run.repeats,
+                    "results": results.iter().map(|r| r.json(s.new_tokens)).collect::<Vec<_>>(),
+                }),
+            ],
+        );
+        println!("{v}");
+    } else {
+        println!("{}", s.common.title("W5 generate", device));
+        println!(
+            "  config   {}; prompt {}, {} new tokens, greedy, KV cache",
+            s.model.describe(),
+            s.prompt,
+            s.new_tokens
+        );
+        for r in &results {
+            println!(
+                "  batch {:<3} {} warmup, {} measured: {}",
+                r.batch,
+                s.run.warmup,
+                s.run.repeats,
+                secs_list(&r.times)
+            );
+            println!(
+                "            min {:.3} s   median {:.3} s   new tok/s best {:.1}   median {:.1}",
+                r.stats.min,
+                r.stats.median,
+                r.tokens / r.stats.min,
+                r.tokens / r.stats.median
+            );
+            if let Some(prefill) = r.prefill {
+                println!(
+                    "            prefill {prefill:.3} s   decode step {:.4} s (best run)",
+                    r.decode_step(s.new_tokens)
+                );
+            }
         }
     }
     Ok(())

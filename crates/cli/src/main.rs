@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 mod bench;
 mod index;
+mod rft;
 mod train;
 
 use anyhow::{bail, Context, Result};

@@ -7,6 +7,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
+use burn::module::Module;
 use burn::tensor::Device;
 use radit_data::{
     load_dataset, pad_batch, BuildReport, DatasetFormat, Example, ExampleKey, Instance,
@@ -15,12 +16,15 @@ use radit_data::{
 use radit_docstore::{build_index, BuildOptions, ChunkParams, DocStore, Retriever, SearchMode};
 use radit_generator::trainer::{train_lm, BatchSource};
 use radit_generator::PromptTokenizer;
-use radit_models::{generate, GenerationConfig, Generator, Llama, TextTokenizer, TokenBatch};
+use radit_models::{
+    generate, Encoder, GenerationConfig, Generator, Llama, TextTokenizer, TokenBatch,
+};
 use radit_train::metrics::{ConsoleOptions, ConsoleSink, JsonlSink, MetricLogger, TensorBoardSink};
 use radit_train::trainer::{BoxError, Evaluator, Outcome, RunContext, TrainConfig};
 use serde::{Deserialize, Serialize};
 
 use crate::index::load_embedder;
+use crate::rft::{self, RFtInputs, RFtStage};
 use radit_retriever::EncoderEmbedder;
 
 /// A training recipe.
@@ -111,8 +115,48 @@ pub struct DataSection {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Stages {
+    /// Stages to run, in order: `lm_ft`, `r_ft` (default: every configured stage, LM-ft
+    /// first). R-ft after LM-ft learns from the fine-tuned generator.
+    #[serde(default)]
+    pub order: Vec<String>,
     /// LM-ft: fine-tune the generator on retrieval-augmented instances.
-    pub lm_ft: LmFtStage,
+    #[serde(default)]
+    pub lm_ft: Option<LmFtStage>,
+    /// R-ft: fine-tune the query encoder with LM-supervised retrieval.
+    #[serde(default)]
+    pub r_ft: Option<RFtStage>,
+}
+
+impl Stages {
+    /// The stage names to run, validated against the configured stages.
+    fn resolved_order(&self) -> Result<Vec<&'static str>> {
+        let order: Vec<String> = if self.order.is_empty() {
+            let mut o = Vec::new();
+            if self.lm_ft.is_some() {
+                o.push("lm_ft".to_string());
+            }
+            if self.r_ft.is_some() {
+                o.push("r_ft".to_string());
+            }
+            o
+        } else {
+            self.order.clone()
+        };
+        if order.is_empty() {
+            bail!("the recipe configures no stage: add [stages.lm_ft] and/or [stages.r_ft]");
+        }
+        order
+            .iter()
+            .map(|name| match name.as_str() {
+                "lm_ft" if self.lm_ft.is_some() => Ok("lm_ft"),
+                "r_ft" if self.r_ft.is_some() => Ok("r_ft"),
+                "lm_ft" | "r_ft" => {
+                    bail!("stages.order lists `{name}` but [stages.{name}] is missing")
+                }
+                other => bail!("stages.order: unknown stage `{other}` (expected lm_ft or r_ft)"),
+            })
+            .collect()
+    }
 }
 
 /// `[stages.lm_ft]`
@@ -277,6 +321,22 @@ pub fn expand_spec(spec: &str) -> String {
     }
 }
 
+/// Everything the stages share: models, index, prompt builder, data, sinks.
+struct Run<'a> {
+    recipe: &'a Recipe,
+    out: PathBuf,
+    resume: bool,
+    resolved: String,
+    embedder: EncoderEmbedder,
+    store: DocStore,
+    tokenizer: TextTokenizer,
+    train: Vec<Example>,
+    dev: Vec<Example>,
+    logger: MetricLogger,
+    stop: radit_train::signals::StopFlag,
+    device: Device,
+}
+
 /// Runs `radit train`.
 pub fn run(
     recipe_path: &Path,
@@ -291,6 +351,7 @@ pub fn run(
     }
     recipe.generator.model = expand_spec(&recipe.generator.model);
     recipe.retriever.encoder = expand_spec(&recipe.retriever.encoder);
+    let order = recipe.stages.resolved_order()?;
     let out = recipe.output_dir.clone();
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
     let resolved = toml::to_string(&recipe).context("serializing the resolved recipe")?;
@@ -318,26 +379,104 @@ pub fn run(
 
     let generator = Generator::load(&recipe.generator.model, device)
         .with_context(|| format!("loading generator {}", recipe.generator.model))?;
-    let tokenizer = generator.tokenizer.clone();
     let data = &recipe.data;
-    let builder = InstanceBuilder::new(
-        PromptTokenizer(&tokenizer),
-        InstanceConfig {
-            max_len: data.max_len,
-            add_bos: false,
-            seed: recipe.seed,
-        },
-    )?;
-
     let train = load_examples(&data.train, data.train_limit)?;
     if train.is_empty() {
         bail!("{}: no training examples", data.train.display());
     }
-    let questions: Vec<&str> = train.iter().map(|e| e.question.as_str()).collect();
-    let chunks = retrieve(&store, &embedder, &questions, recipe.retriever.top_k)?;
+    let dev = match &data.dev {
+        Some(path) => load_examples(path, data.dev_limit)?,
+        None => Vec::new(),
+    };
+    let mut logger = MetricLogger::new();
+    let total_steps: u64 = order
+        .iter()
+        .map(|s| match *s {
+            "lm_ft" => recipe
+                .stages
+                .lm_ft
+                .as_ref()
+                .map_or(0, |c| c.train.max_steps),
+            _ => recipe.stages.r_ft.as_ref().map_or(0, |c| c.train.max_steps),
+        })
+        .sum();
+    logger.add(Box::new(ConsoleSink::stderr(ConsoleOptions {
+        total_steps: Some(total_steps),
+        ..ConsoleOptions::default()
+    })));
+    if recipe.logging.tensorboard {
+        logger.add(Box::new(TensorBoardSink::create(&out.join("tensorboard"))?));
+    }
+    if recipe.logging.jsonl {
+        logger.add(Box::new(JsonlSink::append(&out.join("metrics.jsonl"))?));
+    }
+    let mut run = Run {
+        recipe: &recipe,
+        out,
+        resume,
+        resolved,
+        embedder,
+        store,
+        tokenizer: generator.tokenizer.clone(),
+        train,
+        dev,
+        logger,
+        stop: radit_train::signals::install()?,
+        device: device.clone(),
+    };
+    let mut model = generator.model;
+    let mut table: Vec<String> = Vec::new();
+    for stage in order {
+        match stage {
+            "lm_ft" => match run_lm_ft(&mut run, &recipe.generator.model, &model, &mut table)? {
+                Some(trained) => model = trained,
+                None => return Ok(()),
+            },
+            _ => {
+                if !run_r_ft(&mut run, &model, &mut table)? {
+                    return Ok(());
+                }
+            }
+        }
+    }
+    run.logger.flush();
+    for line in table {
+        println!("{line}");
+    }
+    Ok(())
+}
+
+/// LM-ft from `base` (inference weights of the spec `spec`); returns the fine-tuned
+/// generator (inference device), or `None` when a signal stopped the run.
+fn run_lm_ft(
+    run: &mut Run<'_>,
+    spec: &str,
+    base: &Llama,
+    table: &mut Vec<String>,
+) -> Result<Option<Llama>> {
+    let Some(stage) = run.recipe.stages.lm_ft.as_ref() else {
+        bail!("[stages.lm_ft] is missing");
+    };
+    let cfg = &stage.train;
+    let data = &run.recipe.data;
+    let builder = InstanceBuilder::new(
+        PromptTokenizer(&run.tokenizer),
+        InstanceConfig {
+            max_len: data.max_len,
+            add_bos: false,
+            seed: run.recipe.seed,
+        },
+    )?;
+    let questions: Vec<&str> = run.train.iter().map(|e| e.question.as_str()).collect();
+    let chunks = retrieve(
+        &run.store,
+        &run.embedder,
+        &questions,
+        run.recipe.retriever.top_k,
+    )?;
     let mut report = BuildReport::default();
     let mut instances = Vec::new();
-    for (i, (example, top)) in train.iter().zip(&chunks).enumerate() {
+    for (i, (example, top)) in run.train.iter().zip(&chunks).enumerate() {
         let key = ExampleKey {
             dataset: 0,
             example: i,
@@ -352,7 +491,7 @@ pub fn run(
         &instances,
         SamplerConfig {
             batch_size: data.batch_size,
-            seed: recipe.seed,
+            seed: run.recipe.seed,
             cap: data.cap,
             drop_last: false,
         },
@@ -360,47 +499,29 @@ pub fn run(
     let mut source = InstanceSource {
         instances,
         sampler,
-        pad_id: tokenizer.pad_id(),
+        pad_id: run.tokenizer.pad_id(),
     };
-
-    let dev = match &data.dev {
-        Some(path) => load_examples(path, data.dev_limit)?,
-        None => Vec::new(),
-    };
-    let dev_questions: Vec<&str> = dev.iter().map(|e| e.question.as_str()).collect();
-    let dev_chunks = retrieve(&store, &embedder, &dev_questions, 1)?;
+    let dev_questions: Vec<&str> = run.dev.iter().map(|e| e.question.as_str()).collect();
+    let dev_chunks = retrieve(&run.store, &run.embedder, &dev_questions, 1)?;
+    let (tokenizer, dev) = (&run.tokenizer, &run.dev);
     let evaluate_on = |model: &Llama| {
         evaluate(
             model,
-            &tokenizer,
+            tokenizer,
             &builder,
-            &dev,
+            dev,
             &dev_chunks,
             data.answer_tokens,
         )
     };
-    let before = if dev.is_empty() || resume {
+    let before = if dev.is_empty() || run.resume {
         None
     } else {
-        Some(evaluate_on(&generator.model)?)
+        Some(evaluate_on(base)?)
     };
-
-    let mut logger = MetricLogger::new();
-    let cfg = &recipe.stages.lm_ft.train;
-    logger.add(Box::new(ConsoleSink::stderr(ConsoleOptions {
-        total_steps: Some(cfg.max_steps),
-        ..ConsoleOptions::default()
-    })));
-    if recipe.logging.tensorboard {
-        logger.add(Box::new(TensorBoardSink::create(&out.join("tensorboard"))?));
-    }
-    if recipe.logging.jsonl {
-        logger.add(Box::new(JsonlSink::append(&out.join("metrics.jsonl"))?));
-    }
-    let stop = radit_train::signals::install()?;
-    let train_device = device.clone().autodiff();
-    let model = Generator::load(&recipe.generator.model, &train_device)?.model;
-    let run_dir = out.join("lm_ft");
+    let train_device = run.device.clone().autodiff();
+    let model = Generator::load(spec, &train_device)?.model;
+    let run_dir = run.out.join("lm_ft");
     let mut dev_eval = |m: &Llama| -> Result<Vec<(String, f64)>, BoxError> {
         let metrics = evaluate_on(m)?;
         Ok(vec![
@@ -416,10 +537,10 @@ pub fn run(
     };
     let ctx = RunContext {
         run_dir: &run_dir,
-        resume,
-        extra_files: &[("recipe.toml", resolved.as_bytes())],
-        logger: &mut logger,
-        stop: Some(&stop),
+        resume: run.resume,
+        extra_files: &[("recipe.toml", run.resolved.as_bytes())],
+        logger: &mut run.logger,
+        stop: Some(&run.stop),
         evaluate,
     };
     let (model, state, outcome) = train_lm(model, &mut source, cfg, ctx)?;
@@ -428,37 +549,111 @@ pub fn run(
             "stopped by signal at step {}; resume with --resume",
             state.step
         );
-        return Ok(());
+        return Ok(None);
     }
     let trained = Generator {
-        model,
-        tokenizer: tokenizer.clone(),
+        model: model.valid(),
+        tokenizer: run.tokenizer.clone(),
     };
-    trained.export(&out.join("final"))?;
+    trained.export(&run_dir.join("final"))?;
+    eprintln!("wrote {}", run_dir.join("final").display());
     if !dev.is_empty() {
         let after = evaluate_on(&trained.model)?;
-        logger.log_scalars(
+        run.logger.log_scalars(
             state.step,
             &[("dev/em", after.em()), ("dev/f1", after.f1())],
         );
-        logger.flush();
-        println!("| model | dev EM | dev F1 | n |");
-        println!("|---|---|---|---|");
+        table.push("| generator | dev EM | dev F1 | n |".into());
+        table.push("|---|---|---|---|".into());
         if let Some(b) = before {
-            println!(
+            table.push(format!(
                 "| base (top-1 chunk) | {:.3} | {:.3} | {} |",
                 b.em(),
                 b.f1(),
                 dev.len()
-            );
+            ));
         }
-        println!(
+        table.push(format!(
             "| LM-ft (top-1 chunk) | {:.3} | {:.3} | {} |",
             after.em(),
             after.f1(),
             dev.len()
-        );
+        ));
     }
-    eprintln!("wrote {}", out.join("final").display());
-    Ok(())
+    Ok(Some(trained.model))
+}
+
+/// R-ft of the query encoder, supervised by `generator`; `false` when a signal stopped it.
+fn run_r_ft(run: &mut Run<'_>, generator: &Llama, table: &mut Vec<String>) -> Result<bool> {
+    let Some(stage) = run.recipe.stages.r_ft.as_ref() else {
+        bail!("[stages.r_ft] is missing");
+    };
+    let data = &run.recipe.data;
+    let builder = InstanceBuilder::new(
+        PromptTokenizer(&run.tokenizer),
+        InstanceConfig {
+            max_len: data.max_len,
+            add_bos: false,
+            seed: run.recipe.seed,
+        },
+    )?;
+    let inputs = RFtInputs {
+        stage,
+        seed: run.recipe.seed,
+        store: &run.store,
+        encoder: &run.embedder.encoder,
+        encoder_spec: &run.recipe.retriever.encoder,
+        generator,
+        builder: &builder,
+        pad_id: run.tokenizer.pad_id(),
+        train: &run.train,
+        dev: &run.dev,
+        cap: data.cap,
+    };
+    let before = if run.dev.is_empty() {
+        None
+    } else {
+        Some(rft::dev_metrics(&inputs, &run.embedder.encoder.model)?)
+    };
+    let run_dir = run.out.join("r_ft");
+    let trained = rft::run(
+        &inputs,
+        &run_dir,
+        run.resume,
+        &[("recipe.toml", run.resolved.as_bytes())],
+        &mut run.logger,
+        &run.stop,
+        &run.device,
+    )?;
+    let Some(model) = trained else {
+        return Ok(false);
+    };
+    let base = &run.embedder.encoder;
+    let query_encoder = Encoder {
+        model,
+        tokenizer: base.tokenizer.clone(),
+        pooling: base.pooling,
+        normalize: base.normalize,
+        max_length: base.max_length,
+        source: run_dir.join("final").display().to_string(),
+        weights_hash: String::new(),
+    };
+    query_encoder.export(&run_dir.join("final"))?;
+    eprintln!("wrote query encoder {}", run_dir.join("final").display());
+    if let Some(before) = before {
+        let after = rft::dev_metrics(&inputs, &query_encoder.model)?;
+        let header: Vec<&str> = after.iter().map(|(n, _)| n.as_str()).collect();
+        table.push(String::new());
+        table.push(format!("| query encoder | {} | n |", header.join(" | ")));
+        table.push(format!("|---|{}---|", "---|".repeat(header.len())));
+        for (name, values) in [("base", &before), ("R-ft", &after)] {
+            let cells: Vec<String> = values.iter().map(|(_, v)| format!("{v:.3}")).collect();
+            table.push(format!(
+                "| {name} | {} | {} |",
+                cells.join(" | "),
+                run.dev.len()
+            ));
+        }
+    }
+    Ok(true)
 }

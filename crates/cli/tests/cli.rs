@@ -249,19 +249,19 @@ schedule = {{ kind = "cosine", warmup_steps = 1, total_steps = 5 }}
     path
 }
 
-fn final_state(run: &std::path::Path) -> (serde_json::Value, Vec<u8>) {
-    let trainer = std::fs::read(run.join("lm_ft/checkpoints/step-00000005/trainer.json")).unwrap();
-    let weights = std::fs::read(run.join("final/model.safetensors")).unwrap();
+/// Per-step losses of the last checkpoint (step 5) and the final weights of a stage.
+fn final_state(run: &std::path::Path, stage: &str) -> (serde_json::Value, Vec<u8>) {
+    let trainer =
+        std::fs::read(run.join(format!("{stage}/checkpoints/step-00000005/trainer.json"))).unwrap();
+    let weights = std::fs::read(run.join(format!("{stage}/final/model.safetensors"))).unwrap();
     (serde_json::from_slice(&trainer).unwrap(), weights)
 }
 
-#[test]
-fn killed_training_resumes_to_the_same_weights_and_losses() {
-    let Some(root) = assets() else { return };
-    let dir = tempfile::tempdir().unwrap();
-    let recipe = tiny_recipe(dir.path(), &root);
+/// Runs `recipe` straight through, then again SIGKILLed after the first checkpoint of
+/// `stage` and resumed; asserts equal per-step losses and final weights.
+fn assert_kill_and_resume_is_exact(dir: &std::path::Path, recipe: &std::path::Path, stage: &str) {
     let recipe = recipe.to_str().unwrap();
-    let straight = dir.path().join("straight");
+    let straight = dir.join("straight");
     let out = radit(
         &["train", recipe, "--output-dir", straight.to_str().unwrap()],
         &[],
@@ -272,7 +272,7 @@ fn killed_training_resumes_to_the_same_weights_and_losses() {
         String::from_utf8_lossy(&out.stderr)
     );
 
-    let killed = dir.path().join("killed");
+    let killed = dir.join("killed");
     let mut child = Command::new(env!("CARGO_BIN_EXE_radit"))
         .args(["train", recipe, "--output-dir", killed.to_str().unwrap()])
         .stdout(std::process::Stdio::null())
@@ -281,7 +281,7 @@ fn killed_training_resumes_to_the_same_weights_and_losses() {
         .unwrap();
     // Kill at a step after the first checkpoint: as soon as step 2 is on disk, or a little later.
     let delay_ms = (std::process::id() % 3) as u64 * 700;
-    let first = killed.join("lm_ft/checkpoints/step-00000002/manifest.json");
+    let first = killed.join(format!("{stage}/checkpoints/step-00000002/manifest.json"));
     let start = std::time::Instant::now();
     while !first.is_file() {
         assert!(
@@ -298,7 +298,7 @@ fn killed_training_resumes_to_the_same_weights_and_losses() {
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
     assert!(
-        !killed.join("final").exists(),
+        !killed.join(format!("{stage}/final")).exists(),
         "the run finished before it was killed"
     );
 
@@ -317,15 +317,138 @@ fn killed_training_resumes_to_the_same_weights_and_losses() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let (a_state, a_weights) = final_state(&straight);
-    let (b_state, b_weights) = final_state(&killed);
+    let (a_state, a_weights) = final_state(&straight, stage);
+    let (b_state, b_weights) = final_state(&killed, stage);
     assert_eq!(a_state["losses"], b_state["losses"]);
     assert_eq!(a_state["losses"].as_array().unwrap().len(), 5);
     assert!(a_weights == b_weights, "final weights differ after resume");
     // The resolved recipe is saved with every checkpoint.
-    let saved = std::fs::read_to_string(killed.join("lm_ft/checkpoints/step-00000005/recipe.toml"))
-        .unwrap();
+    let saved = std::fs::read_to_string(
+        killed.join(format!("{stage}/checkpoints/step-00000005/recipe.toml")),
+    )
+    .unwrap();
     assert!(saved.contains("max_steps = 5"), "{saved}");
+}
+
+#[test]
+fn killed_training_resumes_to_the_same_weights_and_losses() {
+    let Some(root) = assets() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let recipe = tiny_recipe(dir.path(), &root);
+    assert_kill_and_resume_is_exact(dir.path(), &recipe, "lm_ft");
+}
+
+/// xxh3-free content digest of every file under `dir` (names and bytes), sorted by path.
+fn tree_digest(dir: &std::path::Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                out.push((path.clone(), std::fs::read(&path).unwrap()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn killed_retriever_training_resumes_exactly_and_leaves_documents_frozen() {
+    let Some(root) = assets() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let recipe = tiny_recipe(dir.path(), &root);
+    // Only R-ft, with corpus pairs mixed in, dev recall every 2 steps and the best kept.
+    let text = std::fs::read_to_string(&recipe).unwrap();
+    let lm_ft = text.find("[stages.lm_ft.train]").unwrap();
+    let text = format!(
+        r#"{}dev = "{}"
+dev_limit = 10
+[stages.r_ft]
+candidates = 4
+batch_size = 4
+corpus_pairs = 4
+pair_words = 20
+retriever_temperature = 0.05
+loss = {{ name = "lsr", signal = "logprob", temperature = 1.0, direction = "target_retriever" }}
+[stages.r_ft.train]
+lr = 1e-5
+max_steps = 5
+grad_accum = 2
+max_grad_norm = 1.0
+save_every = 2
+keep_last = 5
+eval_every = 2
+best_metric = "dev/mrr"
+schedule = {{ kind = "cosine", warmup_steps = 1, total_steps = 5 }}
+"#,
+        &text[..lm_ft],
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../datasets/synthetic/dev.jsonl"
+        ),
+    );
+    std::fs::write(&recipe, text).unwrap();
+    let encoder = root.join("all-MiniLM-L6-v2");
+    let encoder_before = tree_digest(&encoder);
+    assert_kill_and_resume_is_exact(dir.path(), &recipe, "r_ft");
+    // The straight run built the index; the killed and resumed runs only read it.
+    let index_after_first = {
+        let straight = dir.path().join("straight");
+        assert!(straight.join("r_ft/lm_scores.jsonl").is_file());
+        tree_digest(&dir.path().join("index"))
+    };
+    assert!(
+        encoder_before == tree_digest(&encoder),
+        "document encoder files changed"
+    );
+    let out = radit(
+        &[
+            "train",
+            recipe.to_str().unwrap(),
+            "--output-dir",
+            dir.path().join("again").to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        index_after_first == tree_digest(&dir.path().join("index")),
+        "the index changed during R-ft"
+    );
+    // The query encoder did move: its embedding of a question differs from the base one.
+    let embed = |model: &std::path::Path| {
+        let out = radit(
+            &[
+                "embed",
+                "--model",
+                model.to_str().unwrap(),
+                "--text",
+                "Who founded Velmora?",
+            ],
+            &[],
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let trained = dir.path().join("straight/r_ft/final");
+    assert_ne!(embed(&encoder), embed(&trained));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("dev/recall@5") && stdout.contains("| R-ft |"),
+        "{stdout}"
+    );
 }
 
 #[test]

@@ -131,7 +131,9 @@ pub fn target_log_likelihood(
 pub mod scoring;
 pub mod trainer;
 
-pub use scoring::{LmScore, LmScorer, PromptTokenizer, ScoreCache, ScoreRequest};
+pub use scoring::{
+    weights_fingerprint, LmScore, LmScorer, PromptTokenizer, ScoreCache, ScoreRequest,
+};
 
 /// Mean negative log-likelihood per answer token over the whole batch: the LM-ft loss.
 pub fn answer_nll(

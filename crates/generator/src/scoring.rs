@@ -12,6 +12,8 @@ use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 
+use burn::module::{Module, ModuleVisitor, Param};
+use burn::tensor::Tensor;
 use radit_data::{BuildOutcome, Example, ExampleKey, InstanceBuilder, Tokenize};
 use radit_models::layers::to_host;
 use radit_models::{EncodeOptions, Llama, PaddingSide, TextTokenizer, TokenBatch};
@@ -146,6 +148,41 @@ impl<'a, T: Tokenize> LmScorer<'a, T> {
         }
         h.update(answer_mask);
         h.digest()
+    }
+}
+
+/// A content fingerprint of a model's weights (xxh3 over every float parameter in module
+/// order): the generator identity of cached scores, valid for base and fine-tuned weights alike.
+pub fn weights_fingerprint<M: Module>(model: &M) -> Result<String, GeneratorError> {
+    struct Hasher {
+        hash: Xxh3,
+        error: Option<String>,
+    }
+    impl ModuleVisitor for Hasher {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            match to_host(param.val()) {
+                Ok(t) => {
+                    for d in &t.shape {
+                        self.hash.update(&(*d as u64).to_le_bytes());
+                    }
+                    for v in &t.data {
+                        self.hash.update(&v.to_le_bytes());
+                    }
+                }
+                Err(e) => self.error = Some(e.to_string()),
+            }
+        }
+    }
+    let mut hasher = Hasher {
+        hash: Xxh3::new(),
+        error: None,
+    };
+    model.visit(&mut hasher);
+    match hasher.error {
+        Some(e) => Err(GeneratorError::Targets(format!(
+            "fingerprinting weights: {e}"
+        ))),
+        None => Ok(format!("{:016x}", hasher.hash.digest())),
     }
 }
 

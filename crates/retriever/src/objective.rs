@@ -56,16 +56,27 @@ pub struct PrepareReport {
     pub ready: usize,
     /// Queries dropped because an instance did not fit `max_len`.
     pub dropped: usize,
-    /// Instruction queries with an answer-bearing candidate.
+    /// Queries with a positive (answer-bearing or source) candidate.
     pub with_positive: usize,
+    /// Of those, queries where the generator likes the positive best: how much the
+    /// generator's supervision agrees with answer matching.
+    pub generator_prefers_positive: usize,
+    /// Queries where the retriever already ranks the positive first.
+    pub retriever_prefers_positive: usize,
 }
 
 impl std::fmt::Display for PrepareReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "R-ft candidates: {} queries ready, {} dropped (instance longer than max_len), {} with an answer-bearing or source chunk",
-            self.ready, self.dropped, self.with_positive
+            "R-ft candidates: {} queries ready, {} dropped (instance longer than max_len), \
+             {} with an answer-bearing or source chunk, ranked first by the generator for {} \
+             and by the retriever for {}",
+            self.ready,
+            self.dropped,
+            self.with_positive,
+            self.generator_prefers_positive,
+            self.retriever_prefers_positive
         )
     }
 }
@@ -172,11 +183,17 @@ impl<T: Tokenize> TargetSource<'_, T> {
                 .requires
                 .leave_one_out
                 .then(|| block[n..].iter().flatten().map(|s| s.logprob).collect());
+            let logprob: Vec<f32> = single.clone().map(|s| s.logprob).collect();
             report.ready += 1;
-            report.with_positive += usize::from(positive.is_some());
+            if let Some(p) = positive {
+                report.with_positive += 1;
+                let best = (0..n).max_by(|&a, &b| logprob[a].total_cmp(&logprob[b]));
+                report.generator_prefers_positive += usize::from(best == Some(p));
+                report.retriever_prefers_positive += usize::from(p == 0);
+            }
             out.push(Some(Candidates {
                 ids,
-                logprob: single.clone().map(|s| s.logprob).collect(),
+                logprob,
                 tokens: single.map(|s| s.tokens.max(1) as f32).collect(),
                 loo,
                 positive,
