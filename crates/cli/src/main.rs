@@ -3,6 +3,8 @@
 use std::path::PathBuf;
 
 mod bench;
+mod data;
+mod eval;
 mod index;
 mod rft;
 mod train;
@@ -86,7 +88,8 @@ enum Command {
         #[arg(long)]
         normalize: Option<bool>,
     },
-    /// Run a training recipe (LM-ft today); `--resume` continues from the newest valid checkpoint.
+    /// Run a training recipe (its LM-ft and R-ft stages); `--resume` continues from the newest
+    /// valid checkpoint.
     Train {
         /// The recipe (TOML).
         recipe: PathBuf,
@@ -96,10 +99,18 @@ enum Command {
         /// Continue from the newest valid checkpoint in the output directory.
         #[arg(long)]
         resume: bool,
-        /// Override a recipe key, e.g. `--set stages.lm_ft.lr=2e-5` (repeatable).
+        /// Override a recipe key, e.g. `--set stages.lm_ft.train.lr=2e-5` (repeatable).
         #[arg(long = "set", value_name = "KEY=VALUE")]
         sets: Vec<String>,
     },
+    /// Prepare datasets: `answerable` keeps QA questions whose answer is in an index.
+    #[command(subcommand)]
+    Data(DataCommand),
+    /// Evaluate a run's models on QA data: EM/F1/ROUGE-L (bootstrap CIs), multiple-choice
+    /// accuracy, recall@k/MRR, with the RA-DIT ensemble over chunks or a baseline mode.
+    Eval(eval::EvalArgs),
+    /// Answer one question with the ensemble; prints the chunks used and their weights.
+    Ask(eval::AskArgs),
     /// Build, search and inspect document indexes.
     #[command(subcommand)]
     Index(index::IndexCommand),
@@ -118,6 +129,13 @@ enum Command {
         #[arg(long, value_enum, default_value = "generator")]
         kind: ModelKind,
     },
+}
+
+/// `radit data ...`
+#[derive(clap::Subcommand)]
+enum DataCommand {
+    /// Keep QA questions whose answer occurs in an index's chunks; split train / held out.
+    Answerable(data::AnswerableArgs),
 }
 
 fn device(arg: DeviceArg) -> Device {
@@ -201,8 +219,11 @@ fn main() -> Result<()> {
                 println!("{}", serde_json::to_string(&v)?);
             }
         }
+        Command::Eval(args) => eval::eval(&args, &device)?,
+        Command::Ask(args) => eval::ask(&args, &device)?,
         Command::Index(command) => index::run(command, &device)?,
         Command::Bench(command) => bench::run(command, &device)?,
+        Command::Data(DataCommand::Answerable(args)) => data::answerable(&args)?,
         Command::Train {
             recipe,
             output_dir,

@@ -94,8 +94,8 @@ pub struct RFtInputs<'a> {
     pub builder: &'a InstanceBuilder<PromptTokenizer<'a>>,
     /// Generator padding id.
     pub pad_id: u32,
-    /// Instruction examples.
-    pub train: &'a [Example],
+    /// Instruction examples, per dataset of the mixture.
+    pub train: &'a [Vec<Example>],
     /// Dev examples for recall@k / MRR.
     pub dev: &'a [Example],
     /// Per-dataset cap per epoch.
@@ -114,21 +114,22 @@ pub fn dev_metrics(inputs: &RFtInputs<'_>, model: &Bert) -> Result<Vec<(String, 
     Ok(metric_pairs(&m, &RECALL_KS))
 }
 
-/// The R-ft queries: instruction examples (dataset 0) and corpus pairs (dataset 1).
+/// The R-ft queries: instruction examples (one dataset each) and corpus pairs (the last
+/// dataset), mixed by size with the per-dataset cap.
 fn queries(inputs: &RFtInputs<'_>) -> Result<Vec<RftExample>> {
-    let mut out: Vec<RftExample> = inputs
-        .train
-        .iter()
-        .enumerate()
-        .map(|(i, e)| RftExample {
-            key: ExampleKey {
-                dataset: 0,
-                example: i,
-            },
-            example: e.clone(),
-            source_chunk: None,
-        })
-        .collect();
+    let mut out = Vec::new();
+    for (d, examples) in inputs.train.iter().enumerate() {
+        for (i, e) in examples.iter().enumerate() {
+            out.push(RftExample {
+                key: ExampleKey {
+                    dataset: d,
+                    example: i,
+                },
+                example: e.clone(),
+                source_chunk: None,
+            });
+        }
+    }
     let stage = inputs.stage;
     if stage.corpus_pairs > 0 {
         let texts: Vec<String> = (0..inputs.store.len() as u32)
@@ -143,7 +144,7 @@ fn queries(inputs: &RFtInputs<'_>) -> Result<Vec<RftExample>> {
         for (i, p) in pairs.into_iter().enumerate() {
             out.push(RftExample {
                 key: ExampleKey {
-                    dataset: 1,
+                    dataset: inputs.train.len(),
                     example: i,
                 },
                 example: Example {
@@ -151,6 +152,7 @@ fn queries(inputs: &RFtInputs<'_>) -> Result<Vec<RftExample>> {
                     question: p.query,
                     answers: vec![p.target],
                     context: None,
+                    choices: Vec::new(),
                 },
                 source_chunk: Some(p.chunk),
             });

@@ -9,19 +9,23 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use burn::module::Module;
 use burn::tensor::Device;
+use radit_data::PromptStyle;
 use radit_data::{
-    load_dataset, pad_batch, BuildReport, DatasetFormat, Example, ExampleKey, Instance,
-    InstanceBuilder, InstanceConfig, QaMetrics, Sampler, SamplerConfig, SamplerState,
+    load_dataset, packed_batch, pad_batch, BuildReport, DatasetFormat, Example, ExampleKey,
+    Instance, InstanceBuilder, InstanceConfig, QaMetrics, Sampler, SamplerConfig, SamplerState,
 };
-use radit_docstore::{build_index, BuildOptions, ChunkParams, DocStore, Retriever, SearchMode};
+use radit_docstore::{build_index, BuildOptions, ChunkParams, DocStore, Queries, SearchMode};
+use radit_generator::lora::{apply_lora, parameter_counts, LoraConfig};
 use radit_generator::trainer::{train_lm, BatchSource};
 use radit_generator::PromptTokenizer;
+use radit_models::ChatMessage;
 use radit_models::{
     generate, Encoder, GenerationConfig, Generator, Llama, TextTokenizer, TokenBatch,
 };
 use radit_train::metrics::{ConsoleOptions, ConsoleSink, JsonlSink, MetricLogger, TensorBoardSink};
 use radit_train::trainer::{BoxError, Evaluator, Outcome, RunContext, TrainConfig};
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 
 use crate::index::load_embedder;
 use crate::rft::{self, RFtInputs, RFtStage};
@@ -88,12 +92,13 @@ pub struct DocstoreSection {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DataSection {
-    /// Training dataset (JSONL with `question`/`answers`, or DPR TSV by extension).
-    pub train: PathBuf,
+    /// Training dataset, or a list of datasets mixed by size with the per-dataset `cap`
+    /// (JSONL with `question`/`answers`, or DPR TSV by extension).
+    pub train: OneOrMany,
     /// Dev dataset for EM/F1 before and after training.
     #[serde(default)]
     pub dev: Option<PathBuf>,
-    /// Use at most this many training examples (0: all).
+    /// Use at most this many training examples per dataset (0: all).
     #[serde(default)]
     pub train_limit: usize,
     /// Evaluate on at most this many dev examples (0: all).
@@ -106,9 +111,48 @@ pub struct DataSection {
     /// Per-dataset cap per epoch (paper: 7,500).
     #[serde(default)]
     pub cap: Option<usize>,
+    /// Pack several instances into each row of `max_len` tokens (attention stays inside each
+    /// instance) instead of one padded instance per row.
+    #[serde(default)]
+    pub packing: bool,
+    /// Prompt rendering: `plain` (`Background: ...\n\n{instruction}{answer}`) or `chat` (the
+    /// same user message through the generator's chat template).
+    #[serde(default)]
+    pub prompt: PromptKind,
     /// New tokens generated per dev answer.
     #[serde(default = "default_answer_tokens")]
     pub answer_tokens: usize,
+}
+
+/// One path or a list of paths.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    /// A single path.
+    One(PathBuf),
+    /// Several paths.
+    Many(Vec<PathBuf>),
+}
+
+impl OneOrMany {
+    /// The paths, in order.
+    pub fn paths(&self) -> Vec<&Path> {
+        match self {
+            OneOrMany::One(p) => vec![p.as_path()],
+            OneOrMany::Many(v) => v.iter().map(PathBuf::as_path).collect(),
+        }
+    }
+}
+
+/// How prompts are rendered.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PromptKind {
+    /// RA-DIT's plain prompt.
+    #[default]
+    Plain,
+    /// The RA-DIT user message inside the generator's chat template.
+    Chat,
 }
 
 /// `[stages]`
@@ -125,6 +169,17 @@ pub struct Stages {
     /// R-ft: fine-tune the query encoder with LM-supervised retrieval.
     #[serde(default)]
     pub r_ft: Option<RFtStage>,
+    /// Repeat `order` this many times; each stage continues from the previous one's weights.
+    #[serde(default = "one_round")]
+    pub rounds: usize,
+    /// LM-ft retrieves its chunks with the current (R-ft-trained) query encoder instead of
+    /// the base one, once R-ft has run.
+    #[serde(default)]
+    pub re_retrieve: bool,
+}
+
+fn one_round() -> usize {
+    1
 }
 
 impl Stages {
@@ -163,6 +218,9 @@ impl Stages {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LmFtStage {
+    /// Train low-rank adapters instead of every weight (`[stages.lm_ft.lora]`).
+    #[serde(default)]
+    pub lora: Option<LoraConfig>,
     /// Optimizer, schedule, checkpointing and evaluation (`[stages.lm_ft.train]`).
     pub train: TrainConfig,
 }
@@ -206,12 +264,17 @@ struct InstanceSource {
     instances: Vec<Instance>,
     sampler: Sampler,
     pad_id: u32,
+    /// Row length when packing.
+    pack: Option<usize>,
 }
 
 impl BatchSource for InstanceSource {
     fn next_batch(&mut self) -> Result<(TokenBatch, Vec<u8>), BoxError> {
         let sampled = self.sampler.next_batch();
-        let batch = pad_batch(&self.instances, &sampled.indices, self.pad_id, None)?;
+        let batch = match self.pack {
+            Some(max_len) => packed_batch(&self.instances, &sampled.indices, max_len, self.pad_id)?,
+            None => pad_batch(&self.instances, &sampled.indices, self.pad_id, None)?,
+        };
         let tokens = TokenBatch::packed(batch.ids, batch.segment_ids, batch.rows, batch.seq_len)?;
         Ok((tokens, batch.answer_mask))
     }
@@ -231,7 +294,9 @@ fn format_for(path: &Path) -> Option<DatasetFormat> {
     }
 }
 
-fn load_examples(path: &Path, limit: usize) -> Result<Vec<Example>> {
+/// Loads a dataset (DPR TSV by extension, else JSONL), reporting skipped lines, keeping at
+/// most `limit` examples (0: all).
+pub fn load_examples(path: &Path, limit: usize) -> Result<Vec<Example>> {
     let dataset = load_dataset(path, format_for(path).as_ref())
         .with_context(|| format!("loading dataset {}", path.display()))?;
     if !dataset.report.skipped.is_empty() {
@@ -244,17 +309,18 @@ fn load_examples(path: &Path, limit: usize) -> Result<Vec<Example>> {
     Ok(examples)
 }
 
-/// The top-k chunk texts for each question.
+/// The top-k chunk texts for each question, embedded by `query` (the base or a fine-tuned
+/// query encoder) and searched in the frozen index.
 fn retrieve(
     store: &DocStore,
-    embedder: &EncoderEmbedder,
+    query: &Encoder,
     questions: &[&str],
     k: usize,
 ) -> Result<Vec<Vec<String>>> {
-    let retriever = Retriever::new(store, embedder)?;
     let mut out = Vec::with_capacity(questions.len());
-    for chunk in questions.chunks(64) {
-        for hits in retriever.retrieve(chunk, k, &SearchMode::default())? {
+    for group in questions.chunks(64) {
+        let embeddings = query.embed(group)?.concat();
+        for hits in store.search(&Queries::embeddings(&embeddings), k, &SearchMode::default())? {
             out.push(hits.iter().map(|h| h.chunk.background_text()).collect());
         }
     }
@@ -330,9 +396,9 @@ struct Run<'a> {
     embedder: EncoderEmbedder,
     store: DocStore,
     tokenizer: TextTokenizer,
-    train: Vec<Example>,
+    /// Training examples per dataset of the mixture.
+    train: Vec<Vec<Example>>,
     dev: Vec<Example>,
-    logger: MetricLogger,
     stop: radit_train::signals::StopFlag,
     device: Device,
 }
@@ -351,6 +417,7 @@ pub fn run(
     }
     recipe.generator.model = expand_spec(&recipe.generator.model);
     recipe.retriever.encoder = expand_spec(&recipe.retriever.encoder);
+    recipe.docstore.corpus = PathBuf::from(expand_spec(&recipe.docstore.corpus.to_string_lossy()));
     let order = recipe.stages.resolved_order()?;
     let out = recipe.output_dir.clone();
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
@@ -380,36 +447,18 @@ pub fn run(
     let generator = Generator::load(&recipe.generator.model, device)
         .with_context(|| format!("loading generator {}", recipe.generator.model))?;
     let data = &recipe.data;
-    let train = load_examples(&data.train, data.train_limit)?;
-    if train.is_empty() {
-        bail!("{}: no training examples", data.train.display());
+    let mut train = Vec::new();
+    for path in data.train.paths() {
+        let examples = load_examples(path, data.train_limit)?;
+        if examples.is_empty() {
+            bail!("{}: no training examples", path.display());
+        }
+        train.push(examples);
     }
     let dev = match &data.dev {
         Some(path) => load_examples(path, data.dev_limit)?,
         None => Vec::new(),
     };
-    let mut logger = MetricLogger::new();
-    let total_steps: u64 = order
-        .iter()
-        .map(|s| match *s {
-            "lm_ft" => recipe
-                .stages
-                .lm_ft
-                .as_ref()
-                .map_or(0, |c| c.train.max_steps),
-            _ => recipe.stages.r_ft.as_ref().map_or(0, |c| c.train.max_steps),
-        })
-        .sum();
-    logger.add(Box::new(ConsoleSink::stderr(ConsoleOptions {
-        total_steps: Some(total_steps),
-        ..ConsoleOptions::default()
-    })));
-    if recipe.logging.tensorboard {
-        logger.add(Box::new(TensorBoardSink::create(&out.join("tensorboard"))?));
-    }
-    if recipe.logging.jsonl {
-        logger.add(Box::new(JsonlSink::append(&out.join("metrics.jsonl"))?));
-    }
     let mut run = Run {
         recipe: &recipe,
         out,
@@ -420,68 +469,176 @@ pub fn run(
         tokenizer: generator.tokenizer.clone(),
         train,
         dev,
-        logger,
         stop: radit_train::signals::install()?,
         device: device.clone(),
     };
-    let mut model = generator.model;
+    let rounds = recipe.stages.rounds.max(1);
+    let mut current = Current {
+        generator_spec: recipe.generator.model.clone(),
+        generator: generator.model,
+        query_spec: recipe.retriever.encoder.clone(),
+        query_trained: false,
+    };
     let mut table: Vec<String> = Vec::new();
-    for stage in order {
-        match stage {
-            "lm_ft" => match run_lm_ft(&mut run, &recipe.generator.model, &model, &mut table)? {
-                Some(trained) => model = trained,
-                None => return Ok(()),
-            },
-            _ => {
-                if !run_r_ft(&mut run, &model, &mut table)? {
-                    return Ok(());
-                }
+    for round in 0..rounds {
+        for &stage in &order {
+            let dir = if rounds == 1 {
+                run.out.join(stage)
+            } else {
+                run.out.join(format!("round-{}", round + 1)).join(stage)
+            };
+            let label = if rounds == 1 {
+                stage.to_string()
+            } else {
+                format!("{stage} (round {})", round + 1)
+            };
+            let finished = if stage == "lm_ft" {
+                run_lm_ft(&mut run, &mut current, &dir, &label, &mut table)?
+            } else {
+                run_r_ft(&mut run, &mut current, &dir, &label, &mut table)?
+            };
+            if !finished {
+                return Ok(());
             }
         }
     }
-    run.logger.flush();
     for line in table {
         println!("{line}");
     }
     Ok(())
 }
 
+/// The newest weights of both models as the stages hand them on.
+struct Current {
+    /// Where the current generator's weights live (base spec or a stage's `final/`).
+    generator_spec: String,
+    /// The current generator (inference device).
+    generator: Llama,
+    /// Where the current query encoder's weights live.
+    query_spec: String,
+    /// Whether an R-ft stage has produced `query_spec`.
+    query_trained: bool,
+}
+
+/// Marker written when a stage has completed, with its result table rows: a resumed
+/// pipeline skips the stage and continues from its `final/` weights.
+const DONE: &str = "done.json";
+
+/// Metric sinks of one stage: console, TensorBoard run `tensorboard/<stage dir>`, JSONL
+/// in the stage directory.
+fn stage_logger(run: &Run<'_>, dir: &Path, total_steps: u64) -> Result<MetricLogger> {
+    let mut logger = MetricLogger::new();
+    logger.add(Box::new(ConsoleSink::stderr(ConsoleOptions {
+        total_steps: Some(total_steps),
+        ..ConsoleOptions::default()
+    })));
+    let relative = dir.strip_prefix(&run.out).unwrap_or(dir);
+    if run.recipe.logging.tensorboard {
+        logger.add(Box::new(TensorBoardSink::create(
+            &run.out.join("tensorboard").join(relative),
+        )?));
+    }
+    if run.recipe.logging.jsonl {
+        logger.add(Box::new(JsonlSink::append(&dir.join("metrics.jsonl"))?));
+    }
+    Ok(logger)
+}
+
+/// Rows a completed stage added to the result table, read back on resume.
+fn done_rows(dir: &Path) -> Result<Option<Vec<String>>> {
+    let path = dir.join(DONE);
+    if !path.is_file() || !dir.join("final").is_dir() {
+        return Ok(None);
+    }
+    let text = std::fs::read_to_string(&path)?;
+    Ok(Some(
+        serde_json::from_str(&text).with_context(|| format!("reading {}", path.display()))?,
+    ))
+}
+
+fn mark_done(dir: &Path, rows: &[String]) -> Result<()> {
+    let tmp = dir.join(format!("{DONE}.tmp"));
+    std::fs::write(&tmp, serde_json::to_vec_pretty(rows)?)?;
+    std::fs::rename(&tmp, dir.join(DONE))?;
+    Ok(())
+}
+
+/// The RA-DIT instance builder of the recipe: prompt style, length limit, marker seed.
+pub fn prompt_builder<'t>(
+    recipe: &Recipe,
+    tokenizer: &'t TextTokenizer,
+) -> Result<InstanceBuilder<PromptTokenizer<'t>>> {
+    let builder = InstanceBuilder::new(
+        PromptTokenizer(tokenizer),
+        InstanceConfig {
+            max_len: recipe.data.max_len,
+            add_bos: false,
+            seed: recipe.seed,
+        },
+    )?;
+    Ok(match recipe.data.prompt {
+        PromptKind::Plain => builder,
+        PromptKind::Chat => {
+            if tokenizer.chat_template().is_none() {
+                bail!("data.prompt = \"chat\" but the generator has no chat template");
+            }
+            let chat = tokenizer.clone();
+            let render = move |user: &str| -> Result<String, radit_data::BoxError> {
+                Ok(chat.apply_chat_template(&[ChatMessage::new("user", user)], true)?)
+            };
+            builder.with_style(PromptStyle::Chat(Arc::new(render)))
+        }
+    })
+}
+
 /// LM-ft from `base` (inference weights of the spec `spec`); returns the fine-tuned
 /// generator (inference device), or `None` when a signal stopped the run.
 fn run_lm_ft(
     run: &mut Run<'_>,
-    spec: &str,
-    base: &Llama,
+    current: &mut Current,
+    run_dir: &Path,
+    label: &str,
     table: &mut Vec<String>,
-) -> Result<Option<Llama>> {
+) -> Result<bool> {
     let Some(stage) = run.recipe.stages.lm_ft.as_ref() else {
         bail!("[stages.lm_ft] is missing");
     };
+    if run.resume {
+        if let Some(rows) = done_rows(run_dir)? {
+            eprintln!(
+                "{label}: already complete, continuing from {}",
+                run_dir.join("final").display()
+            );
+            let final_dir = run_dir.join("final").display().to_string();
+            current.generator = Generator::load(&final_dir, &run.device)?.model;
+            current.generator_spec = final_dir;
+            table.extend(rows);
+            return Ok(true);
+        }
+    }
+    // LM-ft retrieves with the base query encoder, or the R-ft one when asked to.
+    let query_owned;
+    let query: &Encoder = if run.recipe.stages.re_retrieve && current.query_trained {
+        query_owned = Encoder::load(&current.query_spec, &run.device)?;
+        &query_owned
+    } else {
+        &run.embedder.encoder
+    };
     let cfg = &stage.train;
     let data = &run.recipe.data;
-    let builder = InstanceBuilder::new(
-        PromptTokenizer(&run.tokenizer),
-        InstanceConfig {
-            max_len: data.max_len,
-            add_bos: false,
-            seed: run.recipe.seed,
-        },
-    )?;
-    let questions: Vec<&str> = run.train.iter().map(|e| e.question.as_str()).collect();
-    let chunks = retrieve(
-        &run.store,
-        &run.embedder,
-        &questions,
-        run.recipe.retriever.top_k,
-    )?;
+    let builder = prompt_builder(run.recipe, &run.tokenizer)?;
     let mut report = BuildReport::default();
     let mut instances = Vec::new();
-    for (i, (example, top)) in run.train.iter().zip(&chunks).enumerate() {
-        let key = ExampleKey {
-            dataset: 0,
-            example: i,
-        };
-        instances.extend(builder.instances(key, example, top, &mut report)?);
+    for (d, examples) in run.train.iter().enumerate() {
+        let questions: Vec<&str> = examples.iter().map(|e| e.question.as_str()).collect();
+        let chunks = retrieve(&run.store, query, &questions, run.recipe.retriever.top_k)?;
+        for (i, (example, top)) in examples.iter().zip(&chunks).enumerate() {
+            let key = ExampleKey {
+                dataset: d,
+                example: i,
+            };
+            instances.extend(builder.instances(key, example, top, &mut report)?);
+        }
     }
     eprintln!("{report}");
     if instances.is_empty() {
@@ -500,9 +657,10 @@ fn run_lm_ft(
         instances,
         sampler,
         pad_id: run.tokenizer.pad_id(),
+        pack: data.packing.then_some(data.max_len),
     };
     let dev_questions: Vec<&str> = run.dev.iter().map(|e| e.question.as_str()).collect();
-    let dev_chunks = retrieve(&run.store, &run.embedder, &dev_questions, 1)?;
+    let dev_chunks = retrieve(&run.store, query, &dev_questions, 1)?;
     let (tokenizer, dev) = (&run.tokenizer, &run.dev);
     let evaluate_on = |model: &Llama| {
         evaluate(
@@ -514,14 +672,23 @@ fn run_lm_ft(
             data.answer_tokens,
         )
     };
-    let before = if dev.is_empty() || run.resume {
+    let before = if dev.is_empty() {
         None
     } else {
-        Some(evaluate_on(base)?)
+        Some(evaluate_on(&current.generator)?)
     };
     let train_device = run.device.clone().autodiff();
-    let model = Generator::load(spec, &train_device)?.model;
-    let run_dir = run.out.join("lm_ft");
+    let mut model = Generator::load(&current.generator_spec, &train_device)?.model;
+    if let Some(lora) = &stage.lora {
+        model = apply_lora(model, lora)?;
+        let (trainable, total) = parameter_counts(&model);
+        eprintln!(
+            "LoRA rank {} on {}: {trainable} of {total} parameters trainable",
+            lora.rank,
+            lora.targets.join(", ")
+        );
+    }
+    let mut logger = stage_logger(run, run_dir, cfg.max_steps)?;
     let mut dev_eval = |m: &Llama| -> Result<Vec<(String, f64)>, BoxError> {
         let metrics = evaluate_on(m)?;
         Ok(vec![
@@ -536,20 +703,20 @@ fn run_lm_ft(
         Some(&mut dev_eval)
     };
     let ctx = RunContext {
-        run_dir: &run_dir,
+        run_dir,
         resume: run.resume,
         extra_files: &[("recipe.toml", run.resolved.as_bytes())],
-        logger: &mut run.logger,
+        logger: &mut logger,
         stop: Some(&run.stop),
         evaluate,
     };
     let (model, state, outcome) = train_lm(model, &mut source, cfg, ctx)?;
     if outcome == Outcome::Interrupted {
         eprintln!(
-            "stopped by signal at step {}; resume with --resume",
+            "{label}: stopped by signal at step {}; resume with --resume",
             state.step
         );
-        return Ok(None);
+        return Ok(false);
     }
     let trained = Generator {
         model: model.valid(),
@@ -557,53 +724,80 @@ fn run_lm_ft(
     };
     trained.export(&run_dir.join("final"))?;
     eprintln!("wrote {}", run_dir.join("final").display());
+    let mut rows = Vec::new();
     if !dev.is_empty() {
         let after = evaluate_on(&trained.model)?;
-        run.logger.log_scalars(
+        logger.log_scalars(
             state.step,
             &[("dev/em", after.em()), ("dev/f1", after.f1())],
         );
-        table.push("| generator | dev EM | dev F1 | n |".into());
-        table.push("|---|---|---|---|".into());
+        rows.push(String::new());
+        rows.push(format!("| generator, {label} | dev EM | dev F1 | n |"));
+        rows.push("|---|---|---|---|".into());
         if let Some(b) = before {
-            table.push(format!(
-                "| base (top-1 chunk) | {:.3} | {:.3} | {} |",
+            rows.push(format!(
+                "| before (top-1 chunk) | {:.3} | {:.3} | {} |",
                 b.em(),
                 b.f1(),
                 dev.len()
             ));
         }
-        table.push(format!(
-            "| LM-ft (top-1 chunk) | {:.3} | {:.3} | {} |",
+        rows.push(format!(
+            "| after (top-1 chunk) | {:.3} | {:.3} | {} |",
             after.em(),
             after.f1(),
             dev.len()
         ));
     }
-    Ok(Some(trained.model))
+    logger.flush();
+    mark_done(run_dir, &rows)?;
+    table.extend(rows);
+    current.generator = trained.model;
+    current.generator_spec = run_dir.join("final").display().to_string();
+    Ok(true)
 }
 
-/// R-ft of the query encoder, supervised by `generator`; `false` when a signal stopped it.
-fn run_r_ft(run: &mut Run<'_>, generator: &Llama, table: &mut Vec<String>) -> Result<bool> {
+/// R-ft of the current query encoder, supervised by the current generator; `false` when a
+/// signal stopped it.
+fn run_r_ft(
+    run: &mut Run<'_>,
+    current: &mut Current,
+    run_dir: &Path,
+    label: &str,
+    table: &mut Vec<String>,
+) -> Result<bool> {
     let Some(stage) = run.recipe.stages.r_ft.as_ref() else {
         bail!("[stages.r_ft] is missing");
     };
+    let final_dir = run_dir.join("final");
+    if run.resume {
+        if let Some(rows) = done_rows(run_dir)? {
+            eprintln!(
+                "{label}: already complete, continuing from {}",
+                final_dir.display()
+            );
+            current.query_spec = final_dir.display().to_string();
+            current.query_trained = true;
+            table.extend(rows);
+            return Ok(true);
+        }
+    }
     let data = &run.recipe.data;
-    let builder = InstanceBuilder::new(
-        PromptTokenizer(&run.tokenizer),
-        InstanceConfig {
-            max_len: data.max_len,
-            add_bos: false,
-            seed: run.recipe.seed,
-        },
-    )?;
+    let builder = prompt_builder(run.recipe, &run.tokenizer)?;
+    let start_owned;
+    let start: &Encoder = if current.query_trained {
+        start_owned = Encoder::load(&current.query_spec, &run.device)?;
+        &start_owned
+    } else {
+        &run.embedder.encoder
+    };
     let inputs = RFtInputs {
         stage,
         seed: run.recipe.seed,
         store: &run.store,
-        encoder: &run.embedder.encoder,
-        encoder_spec: &run.recipe.retriever.encoder,
-        generator,
+        encoder: start,
+        encoder_spec: &current.query_spec,
+        generator: &current.generator,
         builder: &builder,
         pad_id: run.tokenizer.pad_id(),
         train: &run.train,
@@ -613,47 +807,55 @@ fn run_r_ft(run: &mut Run<'_>, generator: &Llama, table: &mut Vec<String>) -> Re
     let before = if run.dev.is_empty() {
         None
     } else {
-        Some(rft::dev_metrics(&inputs, &run.embedder.encoder.model)?)
+        Some(rft::dev_metrics(&inputs, &start.model)?)
     };
-    let run_dir = run.out.join("r_ft");
+    let mut logger = stage_logger(run, run_dir, stage.train.max_steps)?;
     let trained = rft::run(
         &inputs,
-        &run_dir,
+        run_dir,
         run.resume,
         &[("recipe.toml", run.resolved.as_bytes())],
-        &mut run.logger,
+        &mut logger,
         &run.stop,
         &run.device,
     )?;
     let Some(model) = trained else {
         return Ok(false);
     };
-    let base = &run.embedder.encoder;
     let query_encoder = Encoder {
         model,
-        tokenizer: base.tokenizer.clone(),
-        pooling: base.pooling,
-        normalize: base.normalize,
-        max_length: base.max_length,
-        source: run_dir.join("final").display().to_string(),
+        tokenizer: start.tokenizer.clone(),
+        pooling: start.pooling,
+        normalize: start.normalize,
+        max_length: start.max_length,
+        source: final_dir.display().to_string(),
         weights_hash: String::new(),
     };
-    query_encoder.export(&run_dir.join("final"))?;
-    eprintln!("wrote query encoder {}", run_dir.join("final").display());
+    query_encoder.export(&final_dir)?;
+    eprintln!("wrote query encoder {}", final_dir.display());
+    let mut rows = Vec::new();
     if let Some(before) = before {
         let after = rft::dev_metrics(&inputs, &query_encoder.model)?;
         let header: Vec<&str> = after.iter().map(|(n, _)| n.as_str()).collect();
-        table.push(String::new());
-        table.push(format!("| query encoder | {} | n |", header.join(" | ")));
-        table.push(format!("|---|{}---|", "---|".repeat(header.len())));
-        for (name, values) in [("base", &before), ("R-ft", &after)] {
+        rows.push(String::new());
+        rows.push(format!(
+            "| query encoder, {label} | {} | n |",
+            header.join(" | ")
+        ));
+        rows.push(format!("|---|{}---|", "---|".repeat(header.len())));
+        for (name, values) in [("before", &before), ("after", &after)] {
             let cells: Vec<String> = values.iter().map(|(_, v)| format!("{v:.3}")).collect();
-            table.push(format!(
+            rows.push(format!(
                 "| {name} | {} | {} |",
                 cells.join(" | "),
                 run.dev.len()
             ));
         }
     }
+    logger.flush();
+    mark_done(run_dir, &rows)?;
+    table.extend(rows);
+    current.query_spec = final_dir.display().to_string();
+    current.query_trained = true;
     Ok(true)
 }

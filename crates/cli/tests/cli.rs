@@ -258,8 +258,13 @@ fn final_state(run: &std::path::Path, stage: &str) -> (serde_json::Value, Vec<u8
 }
 
 /// Runs `recipe` straight through, then again SIGKILLed after the first checkpoint of
-/// `stage` and resumed; asserts equal per-step losses and final weights.
-fn assert_kill_and_resume_is_exact(dir: &std::path::Path, recipe: &std::path::Path, stage: &str) {
+/// `stage` and resumed; asserts equal per-step losses and final weights. Returns the resumed
+/// run's stderr.
+fn assert_kill_and_resume_is_exact(
+    dir: &std::path::Path,
+    recipe: &std::path::Path,
+    stage: &str,
+) -> String {
     let recipe = recipe.to_str().unwrap();
     let straight = dir.join("straight");
     let out = radit(
@@ -328,6 +333,7 @@ fn assert_kill_and_resume_is_exact(dir: &std::path::Path, recipe: &std::path::Pa
     )
     .unwrap();
     assert!(saved.contains("max_steps = 5"), "{saved}");
+    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 #[test]
@@ -361,17 +367,21 @@ fn killed_retriever_training_resumes_exactly_and_leaves_documents_frozen() {
     let Some(root) = assets() else { return };
     let dir = tempfile::tempdir().unwrap();
     let recipe = tiny_recipe(dir.path(), &root);
-    // Only R-ft, with corpus pairs mixed in, dev recall every 2 steps and the best kept.
+    // LM-ft then R-ft (with corpus pairs mixed in, candidates refreshed every 2 steps, dev
+    // recall every 2 steps and the best kept); the kill lands in R-ft, so the resumed pipeline
+    // must skip the finished LM-ft and continue R-ft at its step.
     let text = std::fs::read_to_string(&recipe).unwrap();
     let lm_ft = text.find("[stages.lm_ft.train]").unwrap();
     let text = format!(
         r#"{}dev = "{}"
 dev_limit = 10
+{}
 [stages.r_ft]
 candidates = 4
 batch_size = 4
 corpus_pairs = 4
 pair_words = 20
+refresh_every = 2
 retriever_temperature = 0.05
 loss = {{ name = "lsr", signal = "logprob", temperature = 1.0, direction = "target_retriever" }}
 [stages.r_ft.train]
@@ -390,27 +400,25 @@ schedule = {{ kind = "cosine", warmup_steps = 1, total_steps = 5 }}
             env!("CARGO_MANIFEST_DIR"),
             "/../../datasets/synthetic/dev.jsonl"
         ),
+        &text[lm_ft..],
     );
     std::fs::write(&recipe, text).unwrap();
     let encoder = root.join("all-MiniLM-L6-v2");
     let encoder_before = tree_digest(&encoder);
-    assert_kill_and_resume_is_exact(dir.path(), &recipe, "r_ft");
-    // The straight run built the index; the killed and resumed runs only read it.
-    let index_after_first = {
-        let straight = dir.path().join("straight");
-        assert!(straight.join("r_ft/lm_scores.jsonl").is_file());
-        tree_digest(&dir.path().join("index"))
-    };
-    assert!(
-        encoder_before == tree_digest(&encoder),
-        "document encoder files changed"
-    );
+    let index = dir.path().join("index");
     let out = radit(
         &[
-            "train",
-            recipe.to_str().unwrap(),
-            "--output-dir",
-            dir.path().join("again").to_str().unwrap(),
+            "index",
+            "build",
+            "--corpus",
+            concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../../datasets/synthetic/corpus.jsonl"
+            ),
+            "--encoder",
+            encoder.to_str().unwrap(),
+            "--out",
+            index.to_str().unwrap(),
         ],
         &[],
     );
@@ -419,8 +427,16 @@ schedule = {{ kind = "cosine", warmup_steps = 1, total_steps = 5 }}
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    let index_before = tree_digest(&index);
+    let resumed = assert_kill_and_resume_is_exact(dir.path(), &recipe, "r_ft");
+    assert!(resumed.contains("lm_ft: already complete"), "{resumed}");
+    assert!(dir.path().join("straight/r_ft/lm_scores.jsonl").is_file());
     assert!(
-        index_after_first == tree_digest(&dir.path().join("index")),
+        encoder_before == tree_digest(&encoder),
+        "document encoder files changed"
+    );
+    assert!(
+        index_before == tree_digest(&index),
         "the index changed during R-ft"
     );
     // The query encoder did move: its embedding of a question differs from the base one.
@@ -444,10 +460,72 @@ schedule = {{ kind = "cosine", warmup_steps = 1, total_steps = 5 }}
     };
     let trained = dir.path().join("straight/r_ft/final");
     assert_ne!(embed(&encoder), embed(&trained));
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let table = std::fs::read_to_string(dir.path().join("killed/r_ft/done.json")).unwrap();
     assert!(
-        stdout.contains("dev/recall@5") && stdout.contains("| R-ft |"),
-        "{stdout}"
+        table.contains("dev/recall@5") && table.contains("| query encoder, r_ft |"),
+        "{table}"
+    );
+}
+
+#[test]
+fn lora_packing_chat_prompts_and_a_mixture_train_together() {
+    let Some(root) = assets() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let recipe = tiny_recipe(dir.path(), &root);
+    let synthetic = concat!(env!("CARGO_MANIFEST_DIR"), "/../../datasets/synthetic");
+    let text = std::fs::read_to_string(&recipe)
+        .unwrap()
+        .replace(
+            &format!("train = \"{synthetic}/train.jsonl\""),
+            &format!("train = [\"{synthetic}/train.jsonl\", \"{synthetic}/dev.jsonl\"]\npacking = true\nprompt = \"chat\"\ncap = 8"),
+        )
+        .replace(
+            "[stages.lm_ft.train]",
+            "[stages.lm_ft.lora]\nrank = 4\ntargets = [\"q_proj\", \"v_proj\", \"down_proj\"]\n[stages.lm_ft.train]",
+        )
+        .replace("max_len = 64", "max_len = 160");
+    assert!(text.contains("packing = true"), "{text}");
+    std::fs::write(&recipe, text).unwrap();
+    let run = dir.path().join("run");
+    let out = radit(
+        &[
+            "train",
+            recipe.to_str().unwrap(),
+            "--output-dir",
+            run.to_str().unwrap(),
+            "--set",
+            "stages.lm_ft.train.max_steps=2",
+        ],
+        &[],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    // 24 examples from two datasets (12 each), 2 chunks each.
+    assert!(
+        stderr.contains("24 example(s) -> 48 instance(s)"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("LoRA rank 4 on q_proj, v_proj, down_proj"),
+        "{stderr}"
+    );
+    // The exported generator has merged weights and loads like any checkpoint.
+    let out = radit(
+        &[
+            "generate",
+            "--model",
+            run.join("lm_ft/final").to_str().unwrap(),
+            "--prompt",
+            "Hi",
+            "--max-new-tokens",
+            "2",
+        ],
+        &[],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
     );
 }
 
@@ -482,4 +560,190 @@ fn recipe_typo_names_the_key_and_the_nearest_valid_one() {
         !out.status.success() && err.contains("lrr") && err.contains("`lr`"),
         "{err}"
     );
+}
+
+/// Sum of the numeric cells of column `col` in the Markdown table rows of `text` (rows whose
+/// first cell is a rank).
+fn column_sum(text: &str, col: usize) -> f64 {
+    text.lines()
+        .filter(|l| {
+            l.split('|')
+                .nth(1)
+                .is_some_and(|c| c.trim().parse::<usize>().is_ok())
+        })
+        .map(|l| {
+            l.split('|')
+                .nth(col)
+                .unwrap()
+                .trim()
+                .parse::<f64>()
+                .unwrap()
+        })
+        .sum()
+}
+
+/// `radit eval --recipe` in every mode on 5 synthetic dev questions (the last two multiple
+/// choice), then `radit ask --checkpoint` on a run directory whose R-ft query encoder is the
+/// base one exported (no training, to keep the test short).
+#[test]
+fn eval_reports_every_mode_and_ask_prints_chunk_weights() {
+    let Some(root) = assets() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let recipe = tiny_recipe(dir.path(), &root);
+    let dev = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../datasets/synthetic/dev.jsonl"
+    ))
+    .unwrap();
+    let lines: Vec<String> = dev
+        .lines()
+        .take(5)
+        .enumerate()
+        .map(|(i, line)| {
+            let mut v: serde_json::Value = serde_json::from_str(line).unwrap();
+            if i >= 3 {
+                let gold = v["answers"][0].clone();
+                v["choices"] = serde_json::json!(["Mira Tosk", gold, "1750"]);
+            }
+            v.to_string()
+        })
+        .collect();
+    let data = dir.path().join("dev5.jsonl");
+    std::fs::write(&data, lines.join("\n")).unwrap();
+    for mode in ["ensemble", "concat", "closed_book"] {
+        let report_path = dir.path().join(format!("eval-{mode}.json"));
+        let start = std::time::Instant::now();
+        let out = radit(
+            &[
+                "eval",
+                "--recipe",
+                recipe.to_str().unwrap(),
+                "--data",
+                data.to_str().unwrap(),
+                "--mode",
+                mode,
+                "--k",
+                "3",
+                "--out",
+                report_path.to_str().unwrap(),
+            ],
+            &[],
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{stderr}");
+        eprintln!("eval --mode {mode}: {:.1} s", start.elapsed().as_secs_f64());
+        let table = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            table.starts_with("| run | mode | scoring |")
+                && table.contains(&format!("| base | {mode} | nll |")),
+            "{table}"
+        );
+        let report: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&report_path).unwrap()).unwrap();
+        let m = &report["metrics"];
+        assert_eq!(m["count"], 5);
+        assert_eq!(m["multiple_choice"], 2);
+        for key in ["em", "f1", "rouge_l", "accuracy"] {
+            let v = m[key].as_f64().unwrap();
+            assert!((0.0..=1.0).contains(&v), "{key} = {v}");
+        }
+        for ci in ["em_ci", "f1_ci"] {
+            let (lo, mean, hi) = (
+                m[ci]["low"].as_f64().unwrap(),
+                m[ci]["mean"].as_f64().unwrap(),
+                m[ci]["high"].as_f64().unwrap(),
+            );
+            assert!(lo <= mean && mean <= hi, "{ci}: {}", m[ci]);
+            assert_eq!(m[ci]["resamples"], 1000);
+        }
+        assert_eq!(report["config"]["mode"], mode);
+        let questions = report["questions"].as_array().unwrap();
+        assert_eq!(questions.len(), 5);
+        for (i, q) in questions.iter().enumerate() {
+            let prediction = q["prediction"].as_str().unwrap();
+            assert!(q["em"] == 0.0 || q["em"] == 1.0, "{q}");
+            let chunks = q["chunks"].as_array().unwrap();
+            if i >= 3 {
+                let choices = q["choices"].as_array().unwrap();
+                assert!(choices.iter().any(|c| c == prediction), "{q}");
+                assert!(q["correct"].is_boolean());
+            }
+            if mode == "closed_book" {
+                assert!(chunks.is_empty() && q["retrieved"] == 0);
+                continue;
+            }
+            assert_eq!(chunks.len(), 3, "{q}");
+            let weights: f64 = chunks.iter().map(|c| c["weight"].as_f64().unwrap()).sum();
+            assert!((weights - 1.0).abs() < 1e-6, "{q}");
+            if mode == "ensemble" {
+                let shares: f64 = chunks
+                    .iter()
+                    .map(|c| c["contribution"].as_f64().unwrap())
+                    .sum();
+                assert!((shares - 1.0).abs() < 1e-6, "{q}");
+            }
+        }
+        if mode == "closed_book" {
+            assert!(m["retrieval"].is_null());
+        } else {
+            let r = &m["retrieval"];
+            assert_eq!(r["depth"], 10);
+            for k in ["1", "5", "10"] {
+                assert!(r["recall_at"][k].as_f64().is_some(), "{r}");
+            }
+            assert!(r["mrr"].as_f64().unwrap() > 0.0, "{r}");
+        }
+    }
+
+    // A run directory: the resolved recipe and an "R-ft" query encoder (the base, exported).
+    let run = dir.path().join("run");
+    std::fs::create_dir_all(&run).unwrap();
+    std::fs::copy(&recipe, run.join("recipe.toml")).unwrap();
+    let encoder = root.join("all-MiniLM-L6-v2");
+    let out = radit(
+        &[
+            "export",
+            "--kind",
+            "encoder",
+            "--model",
+            encoder.to_str().unwrap(),
+            "--out",
+            run.join("r_ft/final").to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(out.status.success());
+    for (extra, models) in [(None, "models: R-ft"), (Some("--base"), "models: base")] {
+        let start = std::time::Instant::now();
+        let mut args = vec![
+            "ask",
+            "--checkpoint",
+            run.to_str().unwrap(),
+            "Who founded Pamshund Industries?",
+            "--k",
+            "3",
+        ];
+        args.extend(extra);
+        let out = radit(&args, &[]);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        eprintln!("ask {extra:?}: {:.1} s", start.elapsed().as_secs_f64());
+        assert!(
+            stdout.starts_with("answer: ") && stdout.contains(models),
+            "{stdout}"
+        );
+        assert!(stdout.contains("| rank | chunk | p_R |"), "{stdout}");
+        // Three chunk rows; p_R and the shares of p(answer) each sum to 1 (4 decimals shown).
+        let rows = stdout
+            .lines()
+            .filter(|l| l.starts_with("| ") && l.as_bytes().get(2).is_some_and(u8::is_ascii_digit))
+            .count();
+        assert_eq!(rows, 3, "{stdout}");
+        assert!((column_sum(&stdout, 3) - 1.0).abs() < 2e-3, "{stdout}");
+        assert!((column_sum(&stdout, 5) - 1.0).abs() < 2e-3, "{stdout}");
+    }
 }

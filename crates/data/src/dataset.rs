@@ -21,6 +21,10 @@ pub struct Example {
     pub answers: Vec<String>,
     /// Gold context for reading-comprehension tasks; used instead of retrieved chunks.
     pub context: Option<String>,
+    /// Answer options of a multiple-choice question (empty for open-ended questions); the
+    /// first gold answer is the correct option.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub choices: Vec<String>,
 }
 
 impl Example {
@@ -43,6 +47,9 @@ pub struct JsonlFields {
     /// Optional gold-context field for reading-comprehension tasks; lines without it (or
     /// with an empty one) use retrieved chunks.
     pub context: Option<String>,
+    /// Optional multiple-choice options field (a list of strings); lines without it are
+    /// open-ended questions.
+    pub choices: Option<String>,
 }
 
 impl Default for JsonlFields {
@@ -52,6 +59,7 @@ impl Default for JsonlFields {
             answers: "answers".into(),
             id: Some("id".into()),
             context: None,
+            choices: Some("choices".into()),
         }
     }
 }
@@ -345,11 +353,20 @@ fn parse_jsonl_line(
             Some(_) => return Err(format!("field `{f}` is not a string")),
         },
     };
+    let choices = match fields
+        .choices
+        .as_ref()
+        .and_then(|f| obj.get(f).map(|v| (f, v)))
+    {
+        None | Some((_, Value::Null)) => Vec::new(),
+        Some((f, v)) => answers_from_json(v).map_err(|e| format!("field `{f}`: {e}"))?,
+    };
     Ok(Example {
         id,
         question,
         answers,
         context,
+        choices,
     })
 }
 
@@ -422,6 +439,7 @@ pub fn read_dpr_tsv<R: BufRead>(reader: R, path: &Path) -> Result<Dataset, DataE
             question,
             answers,
             context: None,
+            choices: Vec::new(),
         })
     })
 }

@@ -54,6 +54,7 @@ fn example(q: &str, a: &str) -> Example {
         question: q.into(),
         answers: vec![a.into()],
         context: None,
+        choices: Vec::new(),
     }
 }
 
@@ -103,6 +104,7 @@ fn jsonl_with_configured_fields_and_reported_skips() {
         answers: "output".into(),
         id: Some("qid".into()),
         context: Some("passage".into()),
+        choices: None,
     };
     let ds = load_jsonl(&path, &fields).unwrap();
     assert_eq!(ds.name, "rc");

@@ -103,6 +103,7 @@ fn target_log_likelihood_equals_full_softmax_reference() {
 
 mod trainer {
     use super::*;
+    use radit_generator::lora::{apply_lora, parameter_counts, LoraConfig};
     use radit_generator::trainer::{train_lm, BatchSource};
     use radit_train::metrics::MetricLogger;
     use radit_train::schedule::LrSchedule;
@@ -185,7 +186,20 @@ mod trainer {
         cfg: &TrainConfig,
         resume: bool,
     ) -> Result<(Llama, TrainerState, Outcome), String> {
+        run_with(dir, cfg, resume, None)
+    }
+
+    fn run_with(
+        dir: &std::path::Path,
+        cfg: &TrainConfig,
+        resume: bool,
+        lora: Option<&LoraConfig>,
+    ) -> Result<(Llama, TrainerState, Outcome), String> {
         let device = Device::flex().autodiff();
+        let model = match lora {
+            Some(l) => apply_lora(tiny(&device), l).map_err(|e| e.to_string())?,
+            None => tiny(&device),
+        };
         let mut logger = MetricLogger::new();
         let ctx = RunContext {
             run_dir: dir,
@@ -195,7 +209,64 @@ mod trainer {
             stop: None,
             evaluate: None,
         };
-        train_lm(tiny(&device), &mut Cycle::new(), cfg, ctx).map_err(|e| e.to_string())
+        train_lm(model, &mut Cycle::new(), cfg, ctx).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn lora_trains_only_adapted_projections_and_resumes_exactly() {
+        let lora = LoraConfig {
+            rank: 2,
+            alpha: 4.0,
+            targets: vec!["q_proj".into(), "v_proj".into()],
+            seed: 3,
+        };
+        let device = Device::flex().autodiff();
+        let adapted = apply_lora(tiny(&device), &lora).unwrap();
+        let (trainable, total) = parameter_counts(&adapted);
+        // 2 layers × (q: 32→32, v: 32→16 with 2 KV heads of 8) × rank 2 adapters.
+        assert_eq!(
+            trainable,
+            2 * (2 * (32 + 32) + 2 * (32 + 16)),
+            "{trainable} of {total}"
+        );
+        let base = weights(&tiny(&Device::flex()));
+
+        let straight_dir = tempfile::tempdir().unwrap();
+        let (straight, straight_state, _) =
+            run_with(straight_dir.path(), &config(6), false, Some(&lora)).unwrap();
+        // Steps 0 and 4 see the same two micro-batches (8 batches, 2 per step).
+        assert!(
+            straight_state.losses[4] < straight_state.losses[0],
+            "{:?}",
+            straight_state.losses
+        );
+        let trained = weights(&straight);
+        for ((name, before), (_, after)) in base.iter().zip(&trained) {
+            let adapted = name.contains("q_proj") || name.contains("v_proj");
+            assert_eq!(
+                before != after,
+                adapted,
+                "{name}: changed = {}",
+                before != after
+            );
+        }
+
+        let split_dir = tempfile::tempdir().unwrap();
+        run_with(split_dir.path(), &config(3), false, Some(&lora)).unwrap();
+        let (resumed, resumed_state, _) =
+            run_with(split_dir.path(), &config(6), true, Some(&lora)).unwrap();
+        assert_eq!(resumed_state.losses, straight_state.losses);
+        assert_eq!(weights(&resumed), trained);
+        let err = apply_lora(
+            tiny(&device),
+            &LoraConfig {
+                targets: vec!["qproj".into()],
+                ..LoraConfig::default()
+            },
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("qproj") && err.contains("q_proj"), "{err}");
     }
 
     #[test]

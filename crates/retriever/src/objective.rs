@@ -25,7 +25,7 @@ use radit_generator::{LmScorer, ScoreCache, ScoreRequest};
 /// the chunk's tail).
 #[derive(Debug, Clone, PartialEq)]
 pub struct RftExample {
-    /// Dataset and index (dataset 0: instruction data, 1: corpus pairs, by convention).
+    /// Dataset (instruction datasets first, corpus pairs last, by convention) and index.
     pub key: ExampleKey,
     /// Question and gold answers.
     pub example: Example,

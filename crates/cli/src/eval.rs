@@ -1,0 +1,429 @@
+//! `radit eval` and `radit ask`: RA-DIT inference with the retrieval-weighted ensemble over
+//! chunks (or the `concat` / `closed_book` baselines) on a training run's models.
+//!
+//! With `--checkpoint RUN` the run's fine-tuned generator (`RUN/lm_ft/final`) and query
+//! encoder (`RUN/r_ft/final`) are used when present, the recipe's base models otherwise (and
+//! always with `--base`); the resolved recipe `RUN/recipe.toml` names the base models, the
+//! index and the prompt settings. With `--recipe` the recipe's base models are used.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use burn::tensor::Device;
+use clap::{Args, ValueEnum};
+use radit_data::{Example, InstanceBuilder, InstanceConfig};
+use radit_docstore::{build_index, BuildOptions, ChunkParams, DocStore};
+use radit_eval::{EvalConfig, EvalReport, Evaluator, Mode, QueryEncoder, RunInfo, Scoring};
+use radit_generator::PromptTokenizer;
+use radit_models::{Encoder, Generator};
+
+use crate::index::load_embedder;
+use crate::train::{expand_spec, load_examples, Recipe};
+
+/// `--mode`
+#[derive(Clone, Copy, ValueEnum)]
+pub enum ModeArg {
+    /// Σ_k p_R(c_k|x) p_LM(y|c_k∘x) over the top-k chunks.
+    Ensemble,
+    /// The top-k chunks concatenated into one background.
+    Concat,
+    /// No background.
+    #[value(name = "closed_book")]
+    ClosedBook,
+}
+
+impl From<ModeArg> for Mode {
+    fn from(m: ModeArg) -> Self {
+        match m {
+            ModeArg::Ensemble => Mode::Ensemble,
+            ModeArg::Concat => Mode::Concat,
+            ModeArg::ClosedBook => Mode::ClosedBook,
+        }
+    }
+}
+
+/// `--scoring`
+#[derive(Clone, Copy, ValueEnum)]
+pub enum ScoringArg {
+    /// −log p(y|x).
+    Nll,
+    /// −log p(y|x) per answer token.
+    #[value(name = "nll_token")]
+    NllToken,
+    /// −log p(y|x) per answer character.
+    #[value(name = "nll_char")]
+    NllChar,
+    /// −log p(y|x) + log p_LM(y | closed-book prompt).
+    #[value(name = "nll_comp")]
+    NllComp,
+}
+
+impl From<ScoringArg> for Scoring {
+    fn from(s: ScoringArg) -> Self {
+        match s {
+            ScoringArg::Nll => Scoring::Nll,
+            ScoringArg::NllToken => Scoring::NllToken,
+            ScoringArg::NllChar => Scoring::NllChar,
+            ScoringArg::NllComp => Scoring::NllComp,
+        }
+    }
+}
+
+/// Where the models come from and how answers are scored (shared by `eval` and `ask`).
+#[derive(Args)]
+pub struct ModelArgs {
+    /// A training run directory (`radit train --output-dir`): its fine-tuned models are used.
+    #[arg(long, required_unless_present = "recipe", conflicts_with = "recipe")]
+    checkpoint: Option<PathBuf>,
+    /// A recipe: its base models and index are used.
+    #[arg(long)]
+    recipe: Option<PathBuf>,
+    /// Override a recipe key (repeatable), e.g. `--set docstore.index=/data/index`.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    sets: Vec<String>,
+    /// Use the recipe's base generator and query encoder even if the run fine-tuned them.
+    #[arg(long)]
+    base: bool,
+    /// How chunks are used.
+    #[arg(long, value_enum, default_value = "ensemble")]
+    mode: ModeArg,
+    /// How candidate answers are ranked.
+    #[arg(long, value_enum, default_value = "nll")]
+    scoring: ScoringArg,
+    /// τ_R of p_R(c|x) = softmax(E_q(x)·E_d(c) / τ_R).
+    #[arg(long, default_value_t = radit_eval::DEFAULT_RETRIEVER_TEMPERATURE)]
+    retriever_temperature: f64,
+    /// Most new tokens per decoded answer (default: the recipe's `data.answer_tokens`).
+    #[arg(long)]
+    answer_tokens: Option<usize>,
+    /// Longest prompt + answer in tokens (default: the recipe's `data.max_len`).
+    #[arg(long)]
+    max_len: Option<usize>,
+    /// Sequences per generation / scoring batch.
+    #[arg(long, default_value_t = 8)]
+    batch_size: usize,
+}
+
+/// Arguments of `radit eval`.
+#[derive(Args)]
+pub struct EvalArgs {
+    #[command(flatten)]
+    models: ModelArgs,
+    /// Evaluation data (JSONL with `question`, `answers` and optional `choices`, or DPR
+    /// TSV); default: the recipe's `data.dev`.
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Evaluate at most this many questions (0: all).
+    #[arg(long, default_value_t = 0)]
+    limit: usize,
+    /// Chunks per question.
+    #[arg(long, default_value_t = 10)]
+    k: usize,
+    /// Where to write the JSON report (default: RUN_DIR/eval-MODE.json, or the recipe's
+    /// output directory).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Seed of the bootstrap confidence intervals.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+}
+
+/// Arguments of `radit ask`.
+#[derive(Args)]
+pub struct AskArgs {
+    /// The question.
+    question: String,
+    #[command(flatten)]
+    models: ModelArgs,
+    /// Chunks to read.
+    #[arg(long, default_value_t = 5)]
+    k: usize,
+    /// An answer option (repeat for a multiple-choice question).
+    #[arg(long = "choice")]
+    choices: Vec<String>,
+}
+
+/// Models, index and prompt builder settings of an evaluation.
+struct Loaded {
+    recipe: Recipe,
+    generator: Generator,
+    generator_source: String,
+    /// Base encoder (tokenization settings) and the query encoder weights' source, when
+    /// retrieval is needed.
+    encoders: Option<(Encoder, Option<Encoder>, String)>,
+    store: Option<DocStore>,
+    index: PathBuf,
+    label: String,
+}
+
+fn load(args: &ModelArgs, retrieval: bool, device: &Device) -> Result<Loaded> {
+    let (recipe_path, run_dir) = match (&args.checkpoint, &args.recipe) {
+        (Some(run), _) => {
+            let path = run.join("recipe.toml");
+            if !path.is_file() {
+                bail!(
+                    "{} is not a training run directory (no recipe.toml)",
+                    run.display()
+                );
+            }
+            (path, Some(run.clone()))
+        }
+        (None, Some(recipe)) => (recipe.clone(), None),
+        (None, None) => bail!("give --checkpoint RUN_DIR or --recipe RECIPE"),
+    };
+    let (mut recipe, _) = radit_train::recipe::load_recipe::<Recipe>(&recipe_path, &args.sets)?;
+    recipe.generator.model = expand_spec(&recipe.generator.model);
+    recipe.retriever.encoder = expand_spec(&recipe.retriever.encoder);
+    recipe.docstore.corpus = PathBuf::from(expand_spec(&recipe.docstore.corpus.to_string_lossy()));
+    let finetuned = |stage: &str| -> Option<PathBuf> {
+        let dir = run_dir.as_ref()?.join(stage).join("final");
+        (!args.base && dir.join("config.json").is_file()).then_some(dir)
+    };
+    let lm_ft = finetuned("lm_ft");
+    let r_ft = if retrieval { finetuned("r_ft") } else { None };
+    let generator_source = match &lm_ft {
+        Some(dir) => dir.display().to_string(),
+        None => recipe.generator.model.clone(),
+    };
+    let generator = Generator::load(&generator_source, device)
+        .with_context(|| format!("loading generator {generator_source}"))?;
+    let index = recipe
+        .docstore
+        .index
+        .clone()
+        .unwrap_or_else(|| run_dir.as_ref().unwrap_or(&recipe.output_dir).join("index"));
+    let (encoders, store) = if retrieval {
+        let embedder = load_embedder(&recipe.retriever.encoder, device)?;
+        if !index.join("manifest.json").is_file() {
+            eprintln!("building index {}", index.display());
+            let options = BuildOptions {
+                chunking: ChunkParams {
+                    max_words: recipe.docstore.chunk_words,
+                    overlap: 0,
+                },
+                ..BuildOptions::default()
+            };
+            build_index(&recipe.docstore.corpus, &index, &embedder, &options)
+                .with_context(|| format!("building index {}", index.display()))?;
+        }
+        let store =
+            DocStore::open(&index).with_context(|| format!("opening index {}", index.display()))?;
+        let query = match &r_ft {
+            Some(dir) => Some(
+                Encoder::load(&dir.display().to_string(), device)
+                    .with_context(|| format!("loading query encoder {}", dir.display()))?,
+            ),
+            None => None,
+        };
+        let source = match &r_ft {
+            Some(dir) => dir.display().to_string(),
+            None => recipe.retriever.encoder.clone(),
+        };
+        (Some((embedder.encoder, query, source)), Some(store))
+    } else {
+        (None, None)
+    };
+    let label = match (lm_ft.is_some(), r_ft.is_some()) {
+        (false, false) => "base",
+        (true, false) => "LM-ft",
+        (false, true) => "R-ft",
+        (true, true) => "LM-ft + R-ft",
+    }
+    .to_string();
+    Ok(Loaded {
+        recipe,
+        generator,
+        generator_source,
+        encoders,
+        store,
+        index,
+        label,
+    })
+}
+
+/// Fails fast on settings that cannot work, before any model is loaded.
+fn precheck(args: &ModelArgs, k: usize) -> Result<()> {
+    EvalConfig {
+        k,
+        retriever_temperature: args.retriever_temperature,
+        answer_tokens: args.answer_tokens.unwrap_or(1),
+        batch_size: args.batch_size,
+        ..EvalConfig::default()
+    }
+    .validate()?;
+    Ok(())
+}
+
+fn eval_config(args: &ModelArgs, recipe: &Recipe, k: usize, seed: u64) -> EvalConfig {
+    EvalConfig {
+        mode: args.mode.into(),
+        scoring: args.scoring.into(),
+        k,
+        retriever_temperature: args.retriever_temperature,
+        answer_tokens: args.answer_tokens.unwrap_or(recipe.data.answer_tokens),
+        batch_size: args.batch_size,
+        bootstrap_seed: seed,
+        ..EvalConfig::default()
+    }
+}
+
+/// Runs `f` with an evaluator over the loaded models.
+fn with_evaluator<R>(
+    loaded: &Loaded,
+    args: &ModelArgs,
+    config: EvalConfig,
+    f: impl FnOnce(&Evaluator<'_, PromptTokenizer<'_>>) -> Result<R>,
+) -> Result<R> {
+    let tokenizer = &loaded.generator.tokenizer;
+    let builder = InstanceBuilder::new(
+        PromptTokenizer(tokenizer),
+        InstanceConfig {
+            max_len: args.max_len.unwrap_or(loaded.recipe.data.max_len),
+            add_bos: false,
+            seed: loaded.recipe.seed,
+        },
+    )?;
+    let mut evaluator = Evaluator::new(&loaded.generator.model, tokenizer, &builder, config)?;
+    if let (Some((base, query, _)), Some(store)) = (&loaded.encoders, &loaded.store) {
+        let query = QueryEncoder {
+            encoder: base,
+            model: query.as_ref().map_or(&base.model, |q| &q.model),
+        };
+        evaluator = evaluator.with_retrieval(store, query);
+    }
+    f(&evaluator)
+}
+
+fn run_info(loaded: &Loaded, data: Option<&Path>) -> RunInfo {
+    RunInfo {
+        label: loaded.label.clone(),
+        generator: loaded.generator_source.clone(),
+        query_encoder: loaded.encoders.as_ref().map(|e| e.2.clone()),
+        index: loaded
+            .store
+            .as_ref()
+            .map(|_| loaded.index.display().to_string()),
+        data: data.map(|d| d.display().to_string()),
+    }
+}
+
+/// Runs `radit eval`.
+pub fn eval(args: &EvalArgs, device: &Device) -> Result<()> {
+    let m = &args.models;
+    let mode: Mode = m.mode.into();
+    precheck(m, args.k)?;
+    let loaded = load(m, mode != Mode::ClosedBook, device)?;
+    let data = match (&args.data, &loaded.recipe.data.dev) {
+        (Some(d), _) | (None, Some(d)) => d.clone(),
+        (None, None) => bail!("give --data FILE (the recipe has no data.dev)"),
+    };
+    let examples: Vec<Example> = load_examples(&data, args.limit)?;
+    if examples.is_empty() {
+        bail!("{}: no examples", data.display());
+    }
+    let out = match &args.out {
+        Some(o) => o.clone(),
+        None => m
+            .checkpoint
+            .as_ref()
+            .unwrap_or(&loaded.recipe.output_dir)
+            .join(format!("eval-{mode}.json")),
+    };
+    let config = eval_config(m, &loaded.recipe, args.k, args.seed);
+    eprintln!(
+        "evaluating {} question(s) from {}: models {}, mode {mode}, scoring {}, k {}",
+        examples.len(),
+        data.display(),
+        loaded.label,
+        config.scoring,
+        config.k
+    );
+    let info = run_info(&loaded, Some(&data));
+    let report: EvalReport = with_evaluator(&loaded, m, config, |ev| {
+        let mut progress = |done: usize, total: usize| eprintln!("  {done}/{total} questions");
+        Ok(ev.evaluate(&examples, info, &mut progress)?)
+    })?;
+    if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let json = serde_json::to_string_pretty(&report).context("serializing the report")?;
+    std::fs::write(&out, json).with_context(|| format!("writing {}", out.display()))?;
+    eprintln!("wrote {} ({:.1} s)", out.display(), report.seconds);
+    print!("{}", report.to_markdown());
+    Ok(())
+}
+
+/// Runs `radit ask`.
+pub fn ask(args: &AskArgs, device: &Device) -> Result<()> {
+    let m = &args.models;
+    let mode: Mode = m.mode.into();
+    let question = args.question.trim();
+    if question.is_empty() {
+        bail!("the question is empty");
+    }
+    precheck(m, args.k)?;
+    let loaded = load(m, mode != Mode::ClosedBook, device)?;
+    let config = eval_config(m, &loaded.recipe, args.k, 0);
+    let example = Example {
+        id: "ask".into(),
+        question: question.to_string(),
+        answers: Vec::new(),
+        context: None,
+        choices: args.choices.clone(),
+    };
+    let record = with_evaluator(&loaded, m, config, |ev| Ok(ev.answer(0, &example)?))?;
+    println!("answer: {}", record.prediction);
+    match record.log_p {
+        Some(lp) => println!(
+            "log p(answer|question) = {lp:.4} (mode {mode}, models: {})",
+            loaded.label
+        ),
+        None => println!("the answer could not be scored ({mode})"),
+    }
+    if record.candidates.len() > 1 {
+        println!("candidates (score: {}, lower is better):", m.scoring_name());
+        for c in &record.candidates {
+            let score = c.score.map_or("–".into(), |s| format!("{s:.4}"));
+            println!("  {score}  {}", c.text);
+        }
+    }
+    if !record.chunks.is_empty() {
+        println!();
+        println!("| rank | chunk | p_R | log p_LM(answer|chunk) | share of p(answer) | text |");
+        println!("|---|---|---|---|---|---|");
+        let store = loaded.store.as_ref();
+        for (rank, c) in record.chunks.iter().enumerate() {
+            let text = match store.map(|s| s.chunk(c.id)) {
+                Some(Ok(chunk)) => snippet(&chunk.background_text(), 80),
+                _ => c.title.clone(),
+            };
+            let opt = |v: Option<f64>| v.map_or("–".to_string(), |v| format!("{v:.4}"));
+            println!(
+                "| {} | {} | {:.4} | {} | {} | {} |",
+                rank + 1,
+                c.id,
+                c.weight,
+                opt(c.log_p_lm),
+                opt(c.contribution),
+                text.replace('|', "/")
+            );
+        }
+    }
+    Ok(())
+}
+
+impl ModelArgs {
+    fn scoring_name(&self) -> &'static str {
+        Scoring::from(self.scoring).name()
+    }
+}
+
+/// The first `max` characters of `text` on one line, with an ellipsis when cut.
+fn snippet(text: &str, max: usize) -> String {
+    let flat = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    if flat.chars().count() <= max {
+        flat
+    } else {
+        format!("{}…", flat.chars().take(max).collect::<String>())
+    }
+}
