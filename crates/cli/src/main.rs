@@ -6,6 +6,7 @@ mod bench;
 mod data;
 mod eval;
 mod index;
+mod report;
 mod rft;
 mod train;
 
@@ -103,6 +104,24 @@ enum Command {
         #[arg(long = "set", value_name = "KEY=VALUE")]
         sets: Vec<String>,
     },
+    /// k-fold cross-validation of a recipe: one run per fold, then mean and std of the dev
+    /// metrics.
+    Cv {
+        /// The recipe (TOML); its training data is split into folds.
+        recipe: PathBuf,
+        /// Number of folds.
+        #[arg(long, default_value_t = 5)]
+        folds: usize,
+        /// Override the recipe's output directory (folds go to `DIR/fold-N`).
+        #[arg(long)]
+        output_dir: Option<PathBuf>,
+        /// Continue interrupted folds.
+        #[arg(long)]
+        resume: bool,
+        /// Override a recipe key (repeatable).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        sets: Vec<String>,
+    },
     /// Prepare datasets: `answerable` keeps QA questions whose answer is in an index.
     #[command(subcommand)]
     Data(DataCommand),
@@ -117,6 +136,8 @@ enum Command {
     /// Throughput benchmarks (DESIGN.md, "Benchmarks").
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Markdown report with SVG plots from `radit eval` reports and `radit train` logs.
+    Report(report::ReportArgs),
     /// Write a model as a Hugging Face safetensors checkpoint.
     Export {
         /// Model to read.
@@ -224,12 +245,22 @@ fn main() -> Result<()> {
         Command::Index(command) => index::run(command, &device)?,
         Command::Bench(command) => bench::run(command, &device)?,
         Command::Data(DataCommand::Answerable(args)) => data::answerable(&args)?,
+        Command::Report(args) => report::run(&args)?,
         Command::Train {
             recipe,
             output_dir,
             resume,
             sets,
-        } => train::run(&recipe, output_dir, resume, &sets, &device)?,
+        } => {
+            train::run(&recipe, output_dir, resume, &sets, &device)?;
+        }
+        Command::Cv {
+            recipe,
+            folds,
+            output_dir,
+            resume,
+            sets,
+        } => train::cross_validate(&recipe, folds, output_dir, resume, &sets, &device)?,
         Command::Export { model, out, kind } => {
             match kind {
                 ModelKind::Generator => Generator::load(&model, &device)?.export(&out)?,

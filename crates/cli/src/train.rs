@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use burn::module::Module;
 use burn::tensor::Device;
-use radit_data::PromptStyle;
+use radit_data::{kfold_split, PromptStyle};
 use radit_data::{
     load_dataset, packed_batch, pad_batch, BuildReport, DatasetFormat, Example, ExampleKey,
     Instance, InstanceBuilder, InstanceConfig, QaMetrics, Sampler, SamplerConfig, SamplerState,
@@ -111,6 +111,14 @@ pub struct DataSection {
     /// Per-dataset cap per epoch (paper: 7,500).
     #[serde(default)]
     pub cap: Option<usize>,
+    /// Cross-validation: split each training dataset into this many folds (seeded); the
+    /// fold `fold` becomes the dev set and the others the training data (`radit cv` runs
+    /// every fold). Exclusive with `dev`.
+    #[serde(default)]
+    pub folds: Option<usize>,
+    /// The held-out fold when `folds` is set.
+    #[serde(default)]
+    pub fold: usize,
     /// Pack several instances into each row of `max_len` tokens (attention stays inside each
     /// instance) instead of one padded instance per row.
     #[serde(default)]
@@ -404,13 +412,15 @@ struct Run<'a> {
 }
 
 /// Runs `radit train`.
+/// Runs `radit train`; returns the final dev metrics of every stage, named
+/// `{stage label}/{metric}` (empty without a dev set).
 pub fn run(
     recipe_path: &Path,
     output_dir: Option<PathBuf>,
     resume: bool,
     sets: &[String],
     device: &Device,
-) -> Result<()> {
+) -> Result<Vec<(String, f64)>> {
     let (mut recipe, _) = radit_train::recipe::load_recipe::<Recipe>(recipe_path, sets)?;
     if let Some(dir) = output_dir {
         recipe.output_dir = dir;
@@ -448,17 +458,28 @@ pub fn run(
         .with_context(|| format!("loading generator {}", recipe.generator.model))?;
     let data = &recipe.data;
     let mut train = Vec::new();
+    let mut dev = match (&data.dev, data.folds) {
+        (Some(_), Some(_)) => bail!(
+            "data.dev and data.folds are exclusive: with folds, the held-out fold is the dev set"
+        ),
+        (Some(path), None) => load_examples(path, data.dev_limit)?,
+        (None, _) => Vec::new(),
+    };
     for path in data.train.paths() {
-        let examples = load_examples(path, data.train_limit)?;
+        let mut examples = load_examples(path, data.train_limit)?;
         if examples.is_empty() {
             bail!("{}: no training examples", path.display());
         }
+        if let Some(folds) = data.folds {
+            let (rest, held) = kfold_split(&examples, folds, data.fold, recipe.seed)?;
+            examples = rest;
+            dev.extend(held);
+        }
         train.push(examples);
     }
-    let dev = match &data.dev {
-        Some(path) => load_examples(path, data.dev_limit)?,
-        None => Vec::new(),
-    };
+    if data.folds.is_some() && data.dev_limit > 0 {
+        dev.truncate(data.dev_limit);
+    }
     let mut run = Run {
         recipe: &recipe,
         out,
@@ -480,6 +501,7 @@ pub fn run(
         query_trained: false,
     };
     let mut table: Vec<String> = Vec::new();
+    let mut summary: Vec<(String, f64)> = Vec::new();
     for round in 0..rounds {
         for &stage in &order {
             let dir = if rounds == 1 {
@@ -492,20 +514,26 @@ pub fn run(
             } else {
                 format!("{stage} (round {})", round + 1)
             };
-            let finished = if stage == "lm_ft" {
-                run_lm_ft(&mut run, &mut current, &dir, &label, &mut table)?
+            let done = if stage == "lm_ft" {
+                run_lm_ft(&mut run, &mut current, &dir, &label)?
             } else {
-                run_r_ft(&mut run, &mut current, &dir, &label, &mut table)?
+                run_r_ft(&mut run, &mut current, &dir, &label)?
             };
-            if !finished {
-                return Ok(());
-            }
+            let Some(done) = done else {
+                return Ok(summary);
+            };
+            table.extend(done.rows);
+            summary.extend(
+                done.metrics
+                    .into_iter()
+                    .map(|(name, value)| (format!("{label}/{name}"), value)),
+            );
         }
     }
     for line in table {
         println!("{line}");
     }
-    Ok(())
+    Ok(summary)
 }
 
 /// The newest weights of both models as the stages hand them on.
@@ -544,8 +572,15 @@ fn stage_logger(run: &Run<'_>, dir: &Path, total_steps: u64) -> Result<MetricLog
     Ok(logger)
 }
 
-/// Rows a completed stage added to the result table, read back on resume.
-fn done_rows(dir: &Path) -> Result<Option<Vec<String>>> {
+/// What a completed stage reports: its rows of the result table and its final dev metrics.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct StageDone {
+    rows: Vec<String>,
+    metrics: Vec<(String, f64)>,
+}
+
+/// The report of a stage completed earlier, read back on resume.
+fn read_done(dir: &Path) -> Result<Option<StageDone>> {
     let path = dir.join(DONE);
     if !path.is_file() || !dir.join("final").is_dir() {
         return Ok(None);
@@ -556,9 +591,9 @@ fn done_rows(dir: &Path) -> Result<Option<Vec<String>>> {
     ))
 }
 
-fn mark_done(dir: &Path, rows: &[String]) -> Result<()> {
+fn mark_done(dir: &Path, done: &StageDone) -> Result<()> {
     let tmp = dir.join(format!("{DONE}.tmp"));
-    std::fs::write(&tmp, serde_json::to_vec_pretty(rows)?)?;
+    std::fs::write(&tmp, serde_json::to_vec_pretty(done)?)?;
     std::fs::rename(&tmp, dir.join(DONE))?;
     Ok(())
 }
@@ -598,13 +633,12 @@ fn run_lm_ft(
     current: &mut Current,
     run_dir: &Path,
     label: &str,
-    table: &mut Vec<String>,
-) -> Result<bool> {
+) -> Result<Option<StageDone>> {
     let Some(stage) = run.recipe.stages.lm_ft.as_ref() else {
         bail!("[stages.lm_ft] is missing");
     };
     if run.resume {
-        if let Some(rows) = done_rows(run_dir)? {
+        if let Some(done) = read_done(run_dir)? {
             eprintln!(
                 "{label}: already complete, continuing from {}",
                 run_dir.join("final").display()
@@ -612,8 +646,7 @@ fn run_lm_ft(
             let final_dir = run_dir.join("final").display().to_string();
             current.generator = Generator::load(&final_dir, &run.device)?.model;
             current.generator_spec = final_dir;
-            table.extend(rows);
-            return Ok(true);
+            return Ok(Some(done));
         }
     }
     // LM-ft retrieves with the base query encoder, or the R-ft one when asked to.
@@ -716,7 +749,7 @@ fn run_lm_ft(
             "{label}: stopped by signal at step {}; resume with --resume",
             state.step
         );
-        return Ok(false);
+        return Ok(None);
     }
     let trained = Generator {
         model: model.valid(),
@@ -725,8 +758,13 @@ fn run_lm_ft(
     trained.export(&run_dir.join("final"))?;
     eprintln!("wrote {}", run_dir.join("final").display());
     let mut rows = Vec::new();
+    let mut metrics = Vec::new();
     if !dev.is_empty() {
         let after = evaluate_on(&trained.model)?;
+        metrics = vec![
+            ("dev/em".to_string(), after.em()),
+            ("dev/f1".to_string(), after.f1()),
+        ];
         logger.log_scalars(
             state.step,
             &[("dev/em", after.em()), ("dev/f1", after.f1())],
@@ -750,11 +788,11 @@ fn run_lm_ft(
         ));
     }
     logger.flush();
-    mark_done(run_dir, &rows)?;
-    table.extend(rows);
+    let done = StageDone { rows, metrics };
+    mark_done(run_dir, &done)?;
     current.generator = trained.model;
     current.generator_spec = run_dir.join("final").display().to_string();
-    Ok(true)
+    Ok(Some(done))
 }
 
 /// R-ft of the current query encoder, supervised by the current generator; `false` when a
@@ -764,22 +802,20 @@ fn run_r_ft(
     current: &mut Current,
     run_dir: &Path,
     label: &str,
-    table: &mut Vec<String>,
-) -> Result<bool> {
+) -> Result<Option<StageDone>> {
     let Some(stage) = run.recipe.stages.r_ft.as_ref() else {
         bail!("[stages.r_ft] is missing");
     };
     let final_dir = run_dir.join("final");
     if run.resume {
-        if let Some(rows) = done_rows(run_dir)? {
+        if let Some(done) = read_done(run_dir)? {
             eprintln!(
                 "{label}: already complete, continuing from {}",
                 final_dir.display()
             );
             current.query_spec = final_dir.display().to_string();
             current.query_trained = true;
-            table.extend(rows);
-            return Ok(true);
+            return Ok(Some(done));
         }
     }
     let data = &run.recipe.data;
@@ -820,7 +856,7 @@ fn run_r_ft(
         &run.device,
     )?;
     let Some(model) = trained else {
-        return Ok(false);
+        return Ok(None);
     };
     let query_encoder = Encoder {
         model,
@@ -834,8 +870,10 @@ fn run_r_ft(
     query_encoder.export(&final_dir)?;
     eprintln!("wrote query encoder {}", final_dir.display());
     let mut rows = Vec::new();
+    let mut metrics = Vec::new();
     if let Some(before) = before {
         let after = rft::dev_metrics(&inputs, &query_encoder.model)?;
+        metrics = after.clone();
         let header: Vec<&str> = after.iter().map(|(n, _)| n.as_str()).collect();
         rows.push(String::new());
         rows.push(format!(
@@ -853,9 +891,81 @@ fn run_r_ft(
         }
     }
     logger.flush();
-    mark_done(run_dir, &rows)?;
-    table.extend(rows);
+    let done = StageDone { rows, metrics };
+    mark_done(run_dir, &done)?;
     current.query_spec = final_dir.display().to_string();
     current.query_trained = true;
-    Ok(true)
+    Ok(Some(done))
+}
+
+/// Runs `radit cv`: the recipe once per fold (`data.folds`, `data.fold`) under
+/// `output_dir/fold-N`, then a table of each fold's final dev metrics with mean and standard
+/// deviation, also written to `output_dir/cv.json`.
+pub fn cross_validate(
+    recipe_path: &Path,
+    folds: usize,
+    output_dir: Option<PathBuf>,
+    resume: bool,
+    sets: &[String],
+    device: &Device,
+) -> Result<()> {
+    if folds < 2 {
+        bail!("--folds must be at least 2, got {folds}");
+    }
+    let (recipe, _) = radit_train::recipe::load_recipe::<Recipe>(recipe_path, sets)?;
+    let base = output_dir.unwrap_or(recipe.output_dir);
+    let mut per_fold: Vec<Vec<(String, f64)>> = Vec::new();
+    for fold in 0..folds {
+        eprintln!("== fold {} of {folds}", fold + 1);
+        let mut fold_sets = sets.to_vec();
+        fold_sets.push(format!("data.folds={folds}"));
+        fold_sets.push(format!("data.fold={fold}"));
+        let summary = run(
+            recipe_path,
+            Some(base.join(format!("fold-{fold}"))),
+            resume,
+            &fold_sets,
+            device,
+        )?;
+        per_fold.push(summary);
+    }
+    let names: Vec<String> = per_fold
+        .first()
+        .map(|s| s.iter().map(|(n, _)| n.clone()).collect())
+        .unwrap_or_default();
+    if names.is_empty() {
+        bail!("the folds reported no dev metric (does the recipe run a stage?)");
+    }
+    let mut rows = Vec::new();
+    println!();
+    let fold_cols: Vec<String> = (0..folds).map(|f| format!("fold {f}")).collect();
+    println!("| metric | {} | mean | std |", fold_cols.join(" | "));
+    println!("|---|{}---|---|", "---|".repeat(folds));
+    for name in &names {
+        let values: Vec<f64> = per_fold
+            .iter()
+            .map(|s| {
+                s.iter()
+                    .find(|(n, _)| n == name)
+                    .map_or(f64::NAN, |(_, v)| *v)
+            })
+            .collect();
+        let mean = values.iter().sum::<f64>() / values.len() as f64;
+        let var = values.iter().map(|v| (v - mean).powi(2)).sum::<f64>()
+            / (values.len().max(2) - 1) as f64;
+        let cells: Vec<String> = values.iter().map(|v| format!("{v:.3}")).collect();
+        println!(
+            "| {name} | {} | {mean:.3} | {:.3} |",
+            cells.join(" | "),
+            var.sqrt()
+        );
+        rows.push(
+            serde_json::json!({"metric": name, "folds": values, "mean": mean, "std": var.sqrt()}),
+        );
+    }
+    let path = base.join("cv.json");
+    std::fs::write(&path, serde_json::to_vec_pretty(&rows)?)
+        .with_context(|| format!("writing {}", path.display()))?;
+    eprintln!("wrote {}", path.display());
+    Ok(())
 }

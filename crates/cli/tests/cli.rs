@@ -530,6 +530,66 @@ fn lora_packing_chat_prompts_and_a_mixture_train_together() {
 }
 
 #[test]
+fn cross_validation_runs_every_fold_and_reports_mean_and_std() {
+    let Some(root) = assets() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let recipe = tiny_recipe(dir.path(), &root);
+    let text = std::fs::read_to_string(&recipe).unwrap();
+    let lm_ft = text.find("[stages.lm_ft.train]").unwrap();
+    let text = format!(
+        "{}[stages.r_ft]\ncandidates = 3\nbatch_size = 4\n[stages.r_ft.train]\nlr = 1e-5\nmax_steps = 2\nsave_every = 2\nschedule = {{ kind = \"constant\", warmup_steps = 0 }}\n",
+        &text[..lm_ft]
+    );
+    std::fs::write(&recipe, text).unwrap();
+    let out_dir = dir.path().join("cv");
+    let out = radit(
+        &[
+            "cv",
+            recipe.to_str().unwrap(),
+            "--folds",
+            "3",
+            "--output-dir",
+            out_dir.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("| metric | fold 0 | fold 1 | fold 2 | mean | std |"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("| r_ft/dev/mrr |"), "{stdout}");
+    let cv: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out_dir.join("cv.json")).unwrap()).unwrap();
+    let mrr = cv
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["metric"] == "r_ft/dev/mrr")
+        .unwrap();
+    let folds: Vec<f64> = mrr["folds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    assert_eq!(folds.len(), 3);
+    let mean = folds.iter().sum::<f64>() / 3.0;
+    assert!((mrr["mean"].as_f64().unwrap() - mean).abs() < 1e-9);
+    // Each fold held out a different third of the 12 training questions (4 each).
+    for f in 0..3 {
+        let done =
+            std::fs::read_to_string(out_dir.join(format!("fold-{f}/r_ft/done.json"))).unwrap();
+        assert!(done.contains("| 4 |"), "{done}");
+    }
+}
+
+#[test]
 fn recipe_typo_names_the_key_and_the_nearest_valid_one() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("assets");
@@ -746,4 +806,206 @@ fn eval_reports_every_mode_and_ask_prints_chunk_weights() {
         assert!((column_sum(&stdout, 3) - 1.0).abs() < 2e-3, "{stdout}");
         assert!((column_sum(&stdout, 5) - 1.0).abs() < 2e-3, "{stdout}");
     }
+}
+
+/// A synthetic `radit eval` report: `n` questions, EM/F1 from `score(i)`, the answer at
+/// rank `i % 12` of 10 retrieved chunks (none for `i % 12 >= 10`).
+fn synthetic_eval_report(label: &str, n: usize, score: impl Fn(usize) -> f64) -> String {
+    use radit_eval::{EvalConfig, EvalMetrics, EvalReport, QuestionRecord, RunInfo};
+    let questions: Vec<QuestionRecord> = (0..n)
+        .map(|i| QuestionRecord {
+            id: format!("q{i}"),
+            question: format!("question {i}?"),
+            gold: vec!["yes".into()],
+            choices: Vec::new(),
+            prediction: if score(i) > 0.5 { "yes" } else { "no" }.into(),
+            em: score(i),
+            f1: score(i),
+            rouge_l: score(i),
+            correct: None,
+            log_p: Some(-1.0),
+            score: Some(1.0),
+            candidates: Vec::new(),
+            chunks: Vec::new(),
+            retrieved: 10,
+            answer_rank: (i % 12 < 10).then_some(i % 12),
+            gold_context: false,
+        })
+        .collect();
+    let config = EvalConfig::default();
+    let report = EvalReport {
+        run: RunInfo {
+            label: label.into(),
+            generator: "tiny-generator".into(),
+            ..RunInfo::default()
+        },
+        metrics: EvalMetrics::compute(&questions, &config),
+        config,
+        seconds: 1.0,
+        questions,
+    };
+    serde_json::to_string(&report).unwrap()
+}
+
+#[test]
+fn report_writes_tables_paired_differences_and_svg_plots() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // `ft` is right wherever `base` is, and on a third more: EM +1/3, interval above 0.
+    std::fs::write(
+        d.join("base.json"),
+        synthetic_eval_report("b", 60, |i| f64::from(i % 3 == 0)),
+    )
+    .unwrap();
+    std::fs::write(
+        d.join("ft.json"),
+        synthetic_eval_report("f", 60, |i| f64::from(i % 3 != 2)),
+    )
+    .unwrap();
+    // Other questions: no paired interval.
+    std::fs::write(
+        d.join("short.json"),
+        synthetic_eval_report("s", 50, |i| f64::from(i % 2 == 0)),
+    )
+    .unwrap();
+    let run = d.join("run");
+    for (stage, dev) in [("lm_ft", "dev/em"), ("r_ft", "dev/recall@5")] {
+        std::fs::create_dir_all(run.join(stage)).unwrap();
+        let mut lines = String::new();
+        for step in 1..=5 {
+            lines.push_str(&format!(
+                "{{\"step\":{step},\"train/loss\":{},\"train/lr\":0.0001}}\n",
+                3.0 / step as f64
+            ));
+        }
+        lines.push_str(&format!("{{\"step\":5,\"{dev}\":0.5}}\n"));
+        std::fs::write(run.join(stage).join("metrics.jsonl"), lines).unwrap();
+    }
+    let out = d.join("report");
+    let base = format!("base={}", d.join("base.json").display());
+    let ft = format!("ft={}", d.join("ft.json").display());
+    let short = format!("short={}", d.join("short.json").display());
+    let run_arg = format!("tiny={}", run.display());
+    let command = "radit report --eval base=base.json --eval ft=ft.json --out report";
+    let result = radit(
+        &[
+            "report",
+            "--eval",
+            &base,
+            "--eval",
+            &ft,
+            "--eval",
+            &short,
+            "--run",
+            &run_arg,
+            "--title",
+            "Tiny study",
+            "--command",
+            command,
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(
+        result.status.success(),
+        "{}",
+        String::from_utf8_lossy(&result.stderr)
+    );
+    let readme = std::fs::read_to_string(out.join("README.md")).unwrap();
+    assert!(readme.starts_with("# Tiny study\n"), "{readme}");
+    assert!(readme.contains(command), "{readme}");
+    // Main table: one row per label, EM and F1 with their intervals, recall@k and MRR.
+    assert!(
+        readme.contains("EM [95% CI] | F1 [95% CI] | ROUGE-L"),
+        "{readme}"
+    );
+    assert!(readme.contains("R@1 | R@5 | R@10 | MRR |"), "{readme}");
+    for label in ["base", "ft", "short"] {
+        assert!(
+            readme.contains(&format!("\n| {label} | ensemble | nll | 10 |")),
+            "{readme}"
+        );
+    }
+    assert!(readme.contains("| 0.333 ["), "{readme}");
+    assert!(readme.contains("| 0.667 ["), "{readme}");
+    // Differences: paired interval for ft, and a note for the other questions.
+    assert!(readme.contains("### Differences"), "{readme}");
+    let ft_row = readme
+        .lines()
+        .find(|l| l.starts_with("| ft | base | 60 | +0.333 [+"))
+        .unwrap_or_else(|| panic!("{readme}"));
+    assert!(
+        ft_row.matches("yes: the interval excludes 0").count() == 2,
+        "{ft_row}"
+    );
+    assert!(readme.contains("1000 resamples"), "{readme}");
+    assert!(
+        readme.contains("| short | base | – | +0.167 (unpaired)"),
+        "{readme}"
+    );
+    assert!(
+        readme.contains(
+            "not the same questions in the same order (different question counts (50 vs 60))"
+        ),
+        "{readme}"
+    );
+    // Training table and plots.
+    assert!(
+        readme.contains("| tiny | lm_ft | 5 | 3.0000 → 0.6000 (0.6000) | dev/em 0.500 @5 |"),
+        "{readme}"
+    );
+    for svg in [
+        "metrics.svg",
+        "recall-at-k.svg",
+        "loss-lm_ft.svg",
+        "loss-r_ft.svg",
+        "dev-lm_ft.svg",
+        "dev-r_ft.svg",
+    ] {
+        assert!(readme.contains(&format!("]({svg})")), "{svg}: {readme}");
+        let text = std::fs::read_to_string(out.join(svg)).unwrap();
+        assert!(
+            (text.starts_with("<svg") || text.starts_with("<?xml"))
+                && text.trim_end().ends_with("</svg>"),
+            "{svg}: {text}"
+        );
+        if svg.starts_with("loss-") || svg == "recall-at-k.svg" {
+            assert!(
+                text.contains("<polyline") || text.contains("<path"),
+                "{svg}: {text}"
+            );
+        }
+        if svg == "metrics.svg" {
+            assert!(
+                text.contains("<rect") && text.contains(">ft</text>"),
+                "{text}"
+            );
+        }
+    }
+    // Bad inputs are errors that name the problem.
+    let bad = radit(
+        &[
+            "report",
+            "--eval",
+            "nolabel",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("LABEL=PATH"));
+    let missing = radit(
+        &[
+            "report",
+            "--run",
+            &format!("x={}", d.join("none").display()),
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(!missing.status.success());
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("not a directory"));
 }

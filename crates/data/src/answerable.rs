@@ -220,13 +220,48 @@ pub fn split_holdout<T: Clone>(items: &[T], holdout_fraction: f64, seed: u64) ->
         holdout_fraction.clamp(0.0, 1.0)
     };
     let size = ((fraction * n as f64).round() as usize).min(n);
+    let order = seeded_order(n, seed);
+    partition(items, &order[..size])
+}
+
+/// Fold `fold` of a `folds`-fold cross-validation split: `(train, held_out)`, where the
+/// held-out parts of the folds `0..folds` are disjoint, cover every item once and differ in
+/// size by at most one. The split is a seeded shuffle, reproducible from `seed`; both parts
+/// keep the input order. Errors when `folds < 2` or `fold >= folds`.
+pub fn kfold_split<T: Clone>(
+    items: &[T],
+    folds: usize,
+    fold: usize,
+    seed: u64,
+) -> Result<(Vec<T>, Vec<T>), DataError> {
+    if folds < 2 || fold >= folds {
+        return Err(DataError::InvalidConfig(format!(
+            "cross-validation fold {fold} of {folds}: need folds >= 2 and fold < folds"
+        )));
+    }
+    let order = seeded_order(items.len(), seed);
+    let (start, end) = (fold * items.len() / folds, (fold + 1) * items.len() / folds);
+    Ok(partition(items, &order[start..end]))
+}
+
+/// The positions `0..n` in a seeded random order.
+fn seeded_order(n: usize, seed: u64) -> Vec<usize> {
     let mut order: Vec<usize> = (0..n).collect();
     SplitMix::new(mix(&[seed, TAG_SPLIT_HOLDOUT])).shuffle(&mut order);
-    let mut held = vec![false; n];
-    for &i in &order[..size] {
+    order
+}
+
+/// `(items not at `held` positions, items at `held` positions)`, both in input order.
+fn partition<T: Clone>(items: &[T], held_positions: &[usize]) -> (Vec<T>, Vec<T>) {
+    let mut held = vec![false; items.len()];
+    for &i in held_positions {
         held[i] = true;
     }
-    let (mut rest, mut holdout) = (Vec::with_capacity(n - size), Vec::with_capacity(size));
+    let size = held_positions.len();
+    let (mut rest, mut holdout) = (
+        Vec::with_capacity(items.len() - size),
+        Vec::with_capacity(size),
+    );
     for (item, h) in items.iter().zip(held) {
         if h {
             holdout.push(item.clone());
@@ -351,6 +386,29 @@ mod tests {
         assert_eq!(first_answer_rank(chunks, &["peace"]), None);
         assert_eq!(first_answer_rank(chunks, &["the"]), None);
         assert_eq!(first_answer_rank(Vec::<String>::new(), &["art"]), None);
+    }
+
+    #[test]
+    fn kfold_folds_partition_the_items() {
+        let items: Vec<usize> = (0..23).collect();
+        let mut seen = Vec::new();
+        for fold in 0..5 {
+            let (train, held) = kfold_split(&items, 5, fold, 9).unwrap();
+            assert_eq!(train.len() + held.len(), 23);
+            assert!(held.len() == 4 || held.len() == 5, "{}", held.len());
+            assert!(held.iter().all(|h| !train.contains(h)));
+            assert!(held.windows(2).all(|w| w[0] < w[1]));
+            assert_eq!(kfold_split(&items, 5, fold, 9).unwrap().1, held);
+            seen.extend(held);
+        }
+        seen.sort();
+        assert_eq!(seen, items);
+        assert_ne!(
+            kfold_split(&items, 5, 0, 9).unwrap().1,
+            kfold_split(&items, 5, 0, 10).unwrap().1
+        );
+        assert!(kfold_split(&items, 1, 0, 0).is_err());
+        assert!(kfold_split(&items, 3, 3, 0).is_err());
     }
 
     #[test]

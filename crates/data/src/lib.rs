@@ -39,7 +39,8 @@ mod sampler;
 mod tokenize;
 
 pub use answerable::{
-    contains_answer, first_answer_rank, split_holdout, AnswerIndex, DEFAULT_MAX_ANSWER_WORDS,
+    contains_answer, first_answer_rank, kfold_split, split_holdout, AnswerIndex,
+    DEFAULT_MAX_ANSWER_WORDS,
 };
 pub use batch::{pack_rows, packed_batch, pad_batch, Batch};
 pub use dataset::{
