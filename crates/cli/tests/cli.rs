@@ -978,7 +978,7 @@ fn report_writes_tables_paired_differences_and_svg_plots() {
         }
         if svg == "metrics.svg" {
             assert!(
-                text.contains("<rect") && text.contains(">ft</text>"),
+                text.contains("<rect") && text.contains(">\nft\n</text>"),
                 "{text}"
             );
         }
