@@ -12,13 +12,13 @@ use anyhow::{bail, Context, Result};
 use burn::tensor::Device;
 use clap::{Args, ValueEnum};
 use radit_data::{Example, InstanceBuilder, InstanceConfig};
-use radit_docstore::{build_index, BuildOptions, ChunkParams, DocStore};
+use radit_docstore::DocStore;
 use radit_eval::{EvalConfig, EvalReport, Evaluator, Mode, QueryEncoder, RunInfo, Scoring};
 use radit_generator::PromptTokenizer;
 use radit_models::{Encoder, Generator};
 
 use crate::index::load_embedder;
-use crate::train::{expand_spec, load_examples, Recipe};
+use crate::train::{load_examples, Recipe};
 
 /// `--mode`
 #[derive(Clone, Copy, ValueEnum)]
@@ -152,7 +152,6 @@ struct Loaded {
     /// retrieval is needed.
     encoders: Option<(Encoder, Option<Encoder>, String)>,
     store: Option<DocStore>,
-    index: PathBuf,
     label: String,
 }
 
@@ -171,10 +170,7 @@ fn load(args: &ModelArgs, retrieval: bool, device: &Device) -> Result<Loaded> {
         (None, Some(recipe)) => (recipe.clone(), None),
         (None, None) => bail!("give --checkpoint RUN_DIR or --recipe RECIPE"),
     };
-    let (mut recipe, _) = radit_train::recipe::load_recipe::<Recipe>(&recipe_path, &args.sets)?;
-    recipe.generator.model = expand_spec(&recipe.generator.model);
-    recipe.retriever.encoder = expand_spec(&recipe.retriever.encoder);
-    recipe.docstore.corpus = PathBuf::from(expand_spec(&recipe.docstore.corpus.to_string_lossy()));
+    let recipe = Recipe::load(&recipe_path, &args.sets)?;
     let finetuned = |stage: &str| -> Option<PathBuf> {
         let dir = run_dir.as_ref()?.join(stage).join("final");
         (!args.base && dir.join("config.json").is_file()).then_some(dir)
@@ -187,27 +183,10 @@ fn load(args: &ModelArgs, retrieval: bool, device: &Device) -> Result<Loaded> {
     };
     let generator = Generator::load(&generator_source, device)
         .with_context(|| format!("loading generator {generator_source}"))?;
-    let index = recipe
-        .docstore
-        .index
-        .clone()
-        .unwrap_or_else(|| run_dir.as_ref().unwrap_or(&recipe.output_dir).join("index"));
     let (encoders, store) = if retrieval {
         let embedder = load_embedder(&recipe.retriever.encoder, device)?;
-        if !index.join("manifest.json").is_file() {
-            eprintln!("building index {}", index.display());
-            let options = BuildOptions {
-                chunking: ChunkParams {
-                    max_words: recipe.docstore.chunk_words,
-                    overlap: 0,
-                },
-                ..BuildOptions::default()
-            };
-            build_index(&recipe.docstore.corpus, &index, &embedder, &options)
-                .with_context(|| format!("building index {}", index.display()))?;
-        }
-        let store =
-            DocStore::open(&index).with_context(|| format!("opening index {}", index.display()))?;
+        let store = recipe
+            .open_or_build_index(run_dir.as_ref().unwrap_or(&recipe.output_dir), &embedder)?;
         let query = match &r_ft {
             Some(dir) => Some(
                 Encoder::load(&dir.display().to_string(), device)
@@ -236,7 +215,6 @@ fn load(args: &ModelArgs, retrieval: bool, device: &Device) -> Result<Loaded> {
         generator_source,
         encoders,
         store,
-        index,
         label,
     })
 }
@@ -299,10 +277,7 @@ fn run_info(loaded: &Loaded, data: Option<&Path>) -> RunInfo {
         label: loaded.label.clone(),
         generator: loaded.generator_source.clone(),
         query_encoder: loaded.encoders.as_ref().map(|e| e.2.clone()),
-        index: loaded
-            .store
-            .as_ref()
-            .map(|_| loaded.index.display().to_string()),
+        index: loaded.store.as_ref().map(|s| s.dir().display().to_string()),
         data: data.map(|d| d.display().to_string()),
     }
 }

@@ -91,36 +91,15 @@ enum Command {
     },
     /// Run a training recipe (its LM-ft and R-ft stages); `--resume` continues from the newest
     /// valid checkpoint.
-    Train {
-        /// The recipe (TOML).
-        recipe: PathBuf,
-        /// Override the recipe's output directory.
-        #[arg(long)]
-        output_dir: Option<PathBuf>,
-        /// Continue from the newest valid checkpoint in the output directory.
-        #[arg(long)]
-        resume: bool,
-        /// Override a recipe key, e.g. `--set stages.lm_ft.train.lr=2e-5` (repeatable).
-        #[arg(long = "set", value_name = "KEY=VALUE")]
-        sets: Vec<String>,
-    },
-    /// k-fold cross-validation of a recipe: one run per fold, then mean and std of the dev
-    /// metrics.
+    Train(RunArgs),
+    /// k-fold cross-validation of a recipe: one run per fold (under `OUTPUT_DIR/fold-N`, its
+    /// training data split into folds), then mean and std of the dev metrics.
     Cv {
-        /// The recipe (TOML); its training data is split into folds.
-        recipe: PathBuf,
+        #[command(flatten)]
+        run: RunArgs,
         /// Number of folds.
         #[arg(long, default_value_t = 5)]
         folds: usize,
-        /// Override the recipe's output directory (folds go to `DIR/fold-N`).
-        #[arg(long)]
-        output_dir: Option<PathBuf>,
-        /// Continue interrupted folds.
-        #[arg(long)]
-        resume: bool,
-        /// Override a recipe key (repeatable).
-        #[arg(long = "set", value_name = "KEY=VALUE")]
-        sets: Vec<String>,
     },
     /// Prepare datasets: `answerable` keeps QA questions whose answer is in an index.
     #[command(subcommand)]
@@ -150,6 +129,22 @@ enum Command {
         #[arg(long, value_enum, default_value = "generator")]
         kind: ModelKind,
     },
+}
+
+/// A recipe run: `radit train` and each fold of `radit cv`.
+#[derive(clap::Args)]
+struct RunArgs {
+    /// The recipe (TOML).
+    recipe: PathBuf,
+    /// Override the recipe's output directory.
+    #[arg(long)]
+    output_dir: Option<PathBuf>,
+    /// Continue from the newest valid checkpoint in the output directory.
+    #[arg(long)]
+    resume: bool,
+    /// Override a recipe key, e.g. `--set stages.lm_ft.train.lr=2e-5` (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    sets: Vec<String>,
 }
 
 /// `radit data ...`
@@ -246,21 +241,17 @@ fn main() -> Result<()> {
         Command::Bench(command) => bench::run(command, &device)?,
         Command::Data(DataCommand::Answerable(args)) => data::answerable(&args)?,
         Command::Report(args) => report::run(&args)?,
-        Command::Train {
-            recipe,
-            output_dir,
-            resume,
-            sets,
-        } => {
-            train::run(&recipe, output_dir, resume, &sets, &device)?;
+        Command::Train(run) => {
+            train::run(&run.recipe, run.output_dir, run.resume, &run.sets, &device)?;
         }
-        Command::Cv {
-            recipe,
+        Command::Cv { run, folds } => train::cross_validate(
+            &run.recipe,
             folds,
-            output_dir,
-            resume,
-            sets,
-        } => train::cross_validate(&recipe, folds, output_dir, resume, &sets, &device)?,
+            run.output_dir,
+            run.resume,
+            &run.sets,
+            &device,
+        )?,
         Command::Export { model, out, kind } => {
             match kind {
                 ModelKind::Generator => Generator::load(&model, &device)?.export(&out)?,

@@ -201,7 +201,6 @@ pub fn run(
             stage.score_batch,
         ),
         cache: Some(cache),
-        requires: loss.requires(),
         k: stage.candidates,
     };
     let queries = queries(inputs)?;

@@ -55,6 +55,46 @@ pub struct Recipe {
     pub logging: Logging,
 }
 
+impl Recipe {
+    /// Loads a recipe with `--set` overrides and expands `${RADIT_ASSETS}` and `~/` in its
+    /// model and corpus paths.
+    pub fn load(path: &Path, sets: &[String]) -> Result<Self> {
+        let (mut recipe, _) = radit_train::recipe::load_recipe::<Recipe>(path, sets)?;
+        recipe.generator.model = expand_spec(&recipe.generator.model);
+        recipe.retriever.encoder = expand_spec(&recipe.retriever.encoder);
+        recipe.docstore.corpus =
+            PathBuf::from(expand_spec(&recipe.docstore.corpus.to_string_lossy()));
+        Ok(recipe)
+    }
+
+    /// Opens the recipe's index (`docstore.index`, else `run_dir/index`), building it with
+    /// `embedder` (the document encoder) first when it does not exist yet.
+    pub fn open_or_build_index(
+        &self,
+        run_dir: &Path,
+        embedder: &EncoderEmbedder,
+    ) -> Result<DocStore> {
+        let index = self
+            .docstore
+            .index
+            .clone()
+            .unwrap_or_else(|| run_dir.join("index"));
+        if !index.join("manifest.json").is_file() {
+            eprintln!("building index {}", index.display());
+            let options = BuildOptions {
+                chunking: ChunkParams {
+                    max_words: self.docstore.chunk_words,
+                    overlap: 0,
+                },
+                ..BuildOptions::default()
+            };
+            build_index(&self.docstore.corpus, &index, embedder, &options)
+                .with_context(|| format!("building index {}", index.display()))?;
+        }
+        DocStore::open(&index).with_context(|| format!("opening index {}", index.display()))
+    }
+}
+
 /// `[generator]`
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -411,7 +451,6 @@ struct Run<'a> {
     device: Device,
 }
 
-/// Runs `radit train`.
 /// Runs `radit train`; returns the final dev metrics of every stage, named
 /// `{stage label}/{metric}` (empty without a dev set).
 pub fn run(
@@ -421,13 +460,10 @@ pub fn run(
     sets: &[String],
     device: &Device,
 ) -> Result<Vec<(String, f64)>> {
-    let (mut recipe, _) = radit_train::recipe::load_recipe::<Recipe>(recipe_path, sets)?;
+    let mut recipe = Recipe::load(recipe_path, sets)?;
     if let Some(dir) = output_dir {
         recipe.output_dir = dir;
     }
-    recipe.generator.model = expand_spec(&recipe.generator.model);
-    recipe.retriever.encoder = expand_spec(&recipe.retriever.encoder);
-    recipe.docstore.corpus = PathBuf::from(expand_spec(&recipe.docstore.corpus.to_string_lossy()));
     let order = recipe.stages.resolved_order()?;
     let out = recipe.output_dir.clone();
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
@@ -435,24 +471,7 @@ pub fn run(
     std::fs::write(out.join("recipe.toml"), &resolved)?;
 
     let embedder = load_embedder(&recipe.retriever.encoder, device)?;
-    let index = recipe
-        .docstore
-        .index
-        .clone()
-        .unwrap_or_else(|| out.join("index"));
-    if !index.join("manifest.json").is_file() {
-        let options = BuildOptions {
-            chunking: ChunkParams {
-                max_words: recipe.docstore.chunk_words,
-                overlap: 0,
-            },
-            ..BuildOptions::default()
-        };
-        build_index(&recipe.docstore.corpus, &index, &embedder, &options)
-            .with_context(|| format!("building index {}", index.display()))?;
-    }
-    let store =
-        DocStore::open(&index).with_context(|| format!("opening index {}", index.display()))?;
+    let store = recipe.open_or_build_index(&out, &embedder)?;
 
     let generator = Generator::load(&recipe.generator.model, device)
         .with_context(|| format!("loading generator {}", recipe.generator.model))?;

@@ -315,18 +315,7 @@ fn tokenizer() -> TextTokenizer {
             }
         }
     }
-    let vocab: serde_json::Map<String, serde_json::Value> = words
-        .iter()
-        .enumerate()
-        .map(|(i, w)| (w.clone(), i.into()))
-        .collect();
-    let json = serde_json::json!({
-        "version": "1.0", "truncation": null, "padding": null, "added_tokens": [],
-        "normalizer": null, "pre_tokenizer": {"type": "Whitespace"},
-        "post_processor": null, "decoder": null,
-        "model": {"type": "WordLevel", "vocab": vocab, "unk_token": "<unk>"}
-    });
-    TextTokenizer::from_json(&json).unwrap()
+    radit_models::word_level_tokenizer(&words).unwrap()
 }
 
 struct Tiny {

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use crate::config::{BertConfig, LlamaConfig};
 use crate::error::{ModelError, Result};
 use crate::generate::SplitMix64;
+use crate::tokenizer::TextTokenizer;
 use crate::weights::{HostTensor, TensorSource};
 
 /// Named tensors held in memory.
@@ -171,4 +172,27 @@ pub fn random_bert(config: &BertConfig, seed: u64) -> MemorySource {
         ln(&mut init, format!("{p}.output.LayerNorm"));
     }
     MemorySource::new(init.out)
+}
+
+/// A whitespace-split word-level tokenizer whose id `i` is `words[i]`; unknown words map to
+/// `<unk>`, which must be among the words. For tiny test models.
+pub fn word_level_tokenizer<S: AsRef<str>>(words: &[S]) -> Result<TextTokenizer> {
+    let vocab: serde_json::Map<String, serde_json::Value> = words
+        .iter()
+        .enumerate()
+        .map(|(i, w)| (w.as_ref().to_owned(), i.into()))
+        .collect();
+    TextTokenizer::from_json(&serde_json::json!({
+        "version": "1.0", "truncation": null, "padding": null, "added_tokens": [],
+        "normalizer": null, "pre_tokenizer": {"type": "Whitespace"},
+        "post_processor": null, "decoder": null,
+        "model": {"type": "WordLevel", "vocab": vocab, "unk_token": "<unk>"}
+    }))
+}
+
+/// [`word_level_tokenizer`] over `<pad>` (0), `<unk>` (1) and made-up words `w2`..`w{vocab-1}`.
+pub fn numbered_word_tokenizer(vocab: usize) -> Result<TextTokenizer> {
+    let mut words = vec!["<pad>".to_string(), "<unk>".to_string()];
+    words.extend((2..vocab).map(|i| format!("w{i}")));
+    word_level_tokenizer(&words)
 }

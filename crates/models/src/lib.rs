@@ -35,7 +35,9 @@ pub use bert::{Bert, Pooling};
 pub use config::{BertConfig, LlamaConfig};
 pub use error::{ModelError, Result};
 pub use generate::{generate, GenerationConfig};
-pub use init::{random_bert, random_llama, MemorySource};
+pub use init::{
+    numbered_word_tokenizer, random_bert, random_llama, word_level_tokenizer, MemorySource,
+};
 pub use llama::{KvCache, Llama};
 pub use loader::{Encoder, Generator};
 pub use source::{resolve, ResolvedSource};

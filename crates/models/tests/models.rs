@@ -37,24 +37,7 @@ fn tiny_bert_config(vocab: usize) -> BertConfig {
 
 /// A word-level tokenizer over `vocab` made-up words, enough to exercise the wrappers.
 fn tiny_tokenizer(vocab: usize) -> TextTokenizer {
-    let mut words = serde_json::Map::new();
-    words.insert("<pad>".into(), 0.into());
-    words.insert("<unk>".into(), 1.into());
-    for i in 2..vocab {
-        words.insert(format!("w{i}"), i.into());
-    }
-    let json = serde_json::json!({
-        "version": "1.0",
-        "truncation": null,
-        "padding": null,
-        "added_tokens": [],
-        "normalizer": null,
-        "pre_tokenizer": {"type": "Whitespace"},
-        "post_processor": null,
-        "decoder": null,
-        "model": {"type": "WordLevel", "vocab": words, "unk_token": "<unk>"}
-    });
-    TextTokenizer::from_json(&json).unwrap()
+    radit_models::numbered_word_tokenizer(vocab).unwrap()
 }
 
 fn host(t: Tensor<2>) -> Vec<f32> {

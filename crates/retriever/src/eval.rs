@@ -1,7 +1,7 @@
 //! Retrieval quality on a dev set: recall@k and MRR of the first answer-bearing chunk.
 
 use radit_data::metrics::RetrievalMetrics;
-use radit_data::{contains_answer, Example};
+use radit_data::{first_answer_rank, Example};
 use radit_docstore::{Dense, DocStore};
 use radit_models::{Bert, Encoder};
 
@@ -22,15 +22,11 @@ pub fn retrieval_metrics(
         let embeddings = encoder.embed_with(model, &texts)?.concat();
         let hits = store.search_dense(&embeddings, depth, Dense::Exact)?;
         for (example, scored) in group.iter().zip(&hits) {
-            let mut rank = None;
-            for (r, s) in scored.iter().enumerate() {
-                let chunk = store.chunk(s.id)?;
-                if contains_answer(&chunk.background_text(), &example.answers) {
-                    rank = Some(r);
-                    break;
-                }
-            }
-            metrics.add(rank);
+            let texts = scored
+                .iter()
+                .map(|s| Ok(store.chunk(s.id)?.background_text()))
+                .collect::<Result<Vec<String>, radit_docstore::Error>>()?;
+            metrics.add(first_answer_rank(&texts, &example.answers));
         }
     }
     Ok(metrics)

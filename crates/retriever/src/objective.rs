@@ -10,14 +10,14 @@
 use burn::module::Module;
 use burn::tensor::{Tensor, TensorData};
 use radit_data::{
-    contains_answer, Example, ExampleKey, Sampler, SamplerConfig, SamplerState, Tokenize,
+    first_answer_rank, Example, ExampleKey, Sampler, SamplerConfig, SamplerState, Tokenize,
 };
 use radit_docstore::{Dense, DocStore};
 use radit_models::{Bert, Encoder};
 use radit_train::trainer::{BoxError, MicroBatchLoss, Objective};
 use serde::{Deserialize, Serialize};
 
-use crate::loss::{LossBatch, Requires, RetrieverLoss};
+use crate::loss::{LossBatch, RetrieverLoss};
 use crate::RetrieverError;
 use radit_generator::{LmScorer, ScoreCache, ScoreRequest};
 
@@ -87,21 +87,21 @@ pub struct TargetSource<'a, T: Tokenize> {
     pub scorer: LmScorer<'a, T>,
     /// On-disk cache of scores.
     pub cache: Option<ScoreCache>,
-    /// Inputs the loss needs besides the per-chunk scores.
-    pub requires: Requires,
     /// Candidates per query (`k'`, paper 10).
     pub k: usize,
 }
 
 impl<T: Tokenize> TargetSource<'_, T> {
     /// Retrieves the candidates of every query with `model` (the query encoder, inference
-    /// device) and scores them; `None` for a query with an instance that does not fit.
+    /// device) and scores them, with the leave-one-out scores when `leave_one_out`; `None`
+    /// for a query with an instance that does not fit.
     pub fn prepare(
         &mut self,
         store: &DocStore,
         encoder: &Encoder,
         model: &Bert,
         queries: &[RftExample],
+        leave_one_out: bool,
     ) -> Result<(Vec<Option<Candidates>>, PrepareReport), RetrieverError> {
         let k = self.k.min(store.len().saturating_sub(1)).max(1);
         let texts: Vec<&str> = queries
@@ -133,9 +133,7 @@ impl<T: Tokenize> TargetSource<'_, T> {
                     }
                     Some(ids.len() - 1)
                 }
-                None => texts
-                    .iter()
-                    .position(|t| contains_answer(t, &q.example.answers)),
+                None => first_answer_rank(&texts, &q.example.answers),
             };
             lists.push((ids, texts, positive));
         }
@@ -148,7 +146,7 @@ impl<T: Tokenize> TargetSource<'_, T> {
                     background: Some(text.clone()),
                 });
             }
-            if self.requires.leave_one_out {
+            if leave_one_out {
                 for skip in 0..texts.len() {
                     let others: Vec<&str> = texts
                         .iter()
@@ -165,7 +163,7 @@ impl<T: Tokenize> TargetSource<'_, T> {
             }
         }
         let scores = self.scorer.score(&requests, self.cache.as_mut())?;
-        let per_query = if self.requires.leave_one_out { 2 } else { 1 };
+        let per_query = if leave_one_out { 2 } else { 1 };
         let mut report = PrepareReport::default();
         let mut out = Vec::with_capacity(queries.len());
         let mut at = 0;
@@ -179,10 +177,8 @@ impl<T: Tokenize> TargetSource<'_, T> {
                 continue;
             }
             let single = block[..n].iter().flatten();
-            let loo = self
-                .requires
-                .leave_one_out
-                .then(|| block[n..].iter().flatten().map(|s| s.logprob).collect());
+            let loo =
+                leave_one_out.then(|| block[n..].iter().flatten().map(|s| s.logprob).collect());
             let logprob: Vec<f32> = single.clone().map(|s| s.logprob).collect();
             report.ready += 1;
             if let Some(p) = positive {
@@ -249,9 +245,9 @@ impl<'a, T: Tokenize> RftObjective<'a, T> {
         settings: RftSettings,
         mut targets: TargetSource<'a, T>,
     ) -> Result<(Self, PrepareReport), RetrieverError> {
-        let requires = loss.requires();
-        targets.requires.leave_one_out |= requires.leave_one_out;
-        let (candidates, report) = targets.prepare(store, encoder, &encoder.model, &queries)?;
+        let leave_one_out = loss.requires().leave_one_out;
+        let (candidates, report) =
+            targets.prepare(store, encoder, &encoder.model, &queries, leave_one_out)?;
         let mut groups: Vec<Vec<Vec<usize>>> = Vec::new();
         for (i, (q, c)) in queries.iter().zip(&candidates).enumerate() {
             if c.is_none() {
@@ -297,9 +293,14 @@ impl<'a, T: Tokenize> RftObjective<'a, T> {
 
     fn refresh(&mut self, model: &Bert, step: u64) -> Result<(), RetrieverError> {
         let inference = model.valid();
-        let (fresh, _) =
-            self.targets
-                .prepare(self.store, self.encoder, &inference, &self.queries)?;
+        let leave_one_out = self.loss.requires().leave_one_out;
+        let (fresh, _) = self.targets.prepare(
+            self.store,
+            self.encoder,
+            &inference,
+            &self.queries,
+            leave_one_out,
+        )?;
         // A query keeps its old candidates when the new ones cannot be scored, so the
         // sampler's population never changes.
         for (old, new) in self.candidates.iter_mut().zip(fresh) {

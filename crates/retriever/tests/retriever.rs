@@ -228,19 +228,7 @@ mod encoder {
     use radit_models::{random_bert, Bert, BertConfig, Encoder, Pooling, TextTokenizer};
 
     pub fn tiny_tokenizer(vocab: usize) -> TextTokenizer {
-        let mut words = serde_json::Map::new();
-        words.insert("<pad>".into(), 0.into());
-        words.insert("<unk>".into(), 1.into());
-        for i in 2..vocab {
-            words.insert(format!("w{i}"), i.into());
-        }
-        let json = serde_json::json!({
-            "version": "1.0", "truncation": null, "padding": null, "added_tokens": [],
-            "normalizer": null, "pre_tokenizer": {"type": "Whitespace"},
-            "post_processor": null, "decoder": null,
-            "model": {"type": "WordLevel", "vocab": words, "unk_token": "<unk>"}
-        });
-        TextTokenizer::from_json(&json).unwrap()
+        radit_models::numbered_word_tokenizer(vocab).unwrap()
     }
 
     pub fn tiny_bert_config() -> BertConfig {

@@ -33,12 +33,7 @@ impl LeaveOneOut {
     /// Reads `temperature` (optional).
     pub fn from_params(params: &LossParams) -> Result<Self, LossError> {
         let l: LeaveOneOut = params.parse("loop")?;
-        if !(l.temperature > 0.0 && l.temperature.is_finite()) {
-            return Err(LossError::Params {
-                name: "loop".into(),
-                message: format!("temperature must be positive, got {}", l.temperature),
-            });
-        }
+        LossParams::positive("loop", "temperature", l.temperature)?;
         Ok(l)
     }
 }

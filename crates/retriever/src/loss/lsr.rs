@@ -85,12 +85,7 @@ impl Lsr {
     /// Reads `signal`, `temperature` and `direction` (all optional).
     pub fn from_params(params: &LossParams) -> Result<Self, LossError> {
         let lsr: Lsr = params.parse("lsr")?;
-        if !(lsr.temperature > 0.0 && lsr.temperature.is_finite()) {
-            return Err(LossError::Params {
-                name: "lsr".into(),
-                message: format!("temperature must be positive, got {}", lsr.temperature),
-            });
-        }
+        LossParams::positive("lsr", "temperature", lsr.temperature)?;
         Ok(lsr)
     }
 }

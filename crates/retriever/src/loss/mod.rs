@@ -145,6 +145,18 @@ impl LossParams {
         })
     }
 
+    /// Checks that a temperature-like parameter `key` of `loss` is positive and finite.
+    pub fn positive(loss: &str, key: &str, value: f64) -> Result<f64, LossError> {
+        if value > 0.0 && value.is_finite() {
+            Ok(value)
+        } else {
+            Err(LossError::Params {
+                name: loss.to_owned(),
+                message: format!("{key} must be positive, got {value}"),
+            })
+        }
+    }
+
     /// Errors when any parameter is given to a loss that takes none.
     pub fn expect_none(&self, loss: &str) -> Result<(), LossError> {
         match self.0.keys().next() {

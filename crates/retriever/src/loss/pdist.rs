@@ -31,12 +31,7 @@ impl PerplexityDistillation {
     /// Reads `temperature` (optional).
     pub fn from_params(params: &LossParams) -> Result<Self, LossError> {
         let p: PerplexityDistillation = params.parse("pdist")?;
-        if !(p.temperature > 0.0 && p.temperature.is_finite()) {
-            return Err(LossError::Params {
-                name: "pdist".into(),
-                message: format!("temperature must be positive, got {}", p.temperature),
-            });
-        }
+        LossParams::positive("pdist", "temperature", p.temperature)?;
         Ok(p)
     }
 }

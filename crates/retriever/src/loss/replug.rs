@@ -33,12 +33,7 @@ impl Replug {
     /// Reads `beta` (optional).
     pub fn from_params(params: &LossParams) -> Result<Self, LossError> {
         let r: Replug = params.parse("replug")?;
-        if !(r.beta > 0.0 && r.beta.is_finite()) {
-            return Err(LossError::Params {
-                name: "replug".into(),
-                message: format!("beta must be positive, got {}", r.beta),
-            });
-        }
+        LossParams::positive("replug", "beta", r.beta)?;
         Ok(r)
     }
 }
