@@ -9,7 +9,7 @@ use clap::Args;
 use radit_data::{split_holdout, AnswerIndex, Example};
 use radit_docstore::DocStore;
 
-use crate::train::load_examples;
+use radit_pipeline::load_examples;
 
 /// `radit data answerable`
 #[derive(Args)]

@@ -1,24 +1,20 @@
 //! `radit eval` and `radit ask`: RA-DIT inference with the retrieval-weighted ensemble over
 //! chunks (or the `concat` / `closed_book` baselines) on a training run's models.
 //!
-//! With `--checkpoint RUN` the run's fine-tuned generator (`RUN/lm_ft/final`) and query
-//! encoder (`RUN/r_ft/final`) are used when present, the recipe's base models otherwise (and
-//! always with `--base`); the resolved recipe `RUN/recipe.toml` names the base models, the
-//! index and the prompt settings. With `--recipe` the recipe's base models are used.
+//! With `--checkpoint RUN` the run's latest fine-tuned generator and query encoder (the last
+//! completed `lm_ft` and `r_ft` stages, the last round's in a multi-round run) are used when
+//! present, the recipe's base models otherwise (and always with `--base`); the run's resolved
+//! recipe names the base models, the index, the search mode and the prompt settings. With
+//! `--recipe` the recipe's base models are used. Model loading lives in `radit-pipeline`.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use burn::tensor::Device;
 use clap::{Args, ValueEnum};
-use radit_data::{Example, InstanceBuilder, InstanceConfig};
-use radit_docstore::DocStore;
-use radit_eval::{EvalConfig, EvalReport, Evaluator, Mode, QueryEncoder, RunInfo, Scoring};
-use radit_generator::PromptTokenizer;
-use radit_models::{Encoder, Generator};
-
-use crate::index::load_embedder;
-use crate::train::{load_examples, Recipe};
+use radit_data::Example;
+use radit_eval::{EvalConfig, EvalReport, Mode, Scoring};
+use radit_pipeline::{load_examples, EvalModels, ModelSource, Recipe, RunDir};
 
 /// `--mode`
 #[derive(Clone, Copy, ValueEnum)]
@@ -143,80 +139,27 @@ pub struct AskArgs {
     choices: Vec<String>,
 }
 
-/// Models, index and prompt builder settings of an evaluation.
-struct Loaded {
-    recipe: Recipe,
-    generator: Generator,
-    generator_source: String,
-    /// Base encoder (tokenization settings) and the query encoder weights' source, when
-    /// retrieval is needed.
-    encoders: Option<(Encoder, Option<Encoder>, String)>,
-    store: Option<DocStore>,
-    label: String,
-}
-
-fn load(args: &ModelArgs, retrieval: bool, device: &Device) -> Result<Loaded> {
-    let (recipe_path, run_dir) = match (&args.checkpoint, &args.recipe) {
-        (Some(run), _) => {
-            let path = run.join("recipe.toml");
-            if !path.is_file() {
-                bail!(
-                    "{} is not a training run directory (no recipe.toml)",
-                    run.display()
-                );
-            }
-            (path, Some(run.clone()))
-        }
-        (None, Some(recipe)) => (recipe.clone(), None),
-        (None, None) => bail!("give --checkpoint RUN_DIR or --recipe RECIPE"),
-    };
-    let recipe = Recipe::load(&recipe_path, &args.sets)?;
-    let finetuned = |stage: &str| -> Option<PathBuf> {
-        let dir = run_dir.as_ref()?.join(stage).join("final");
-        (!args.base && dir.join("config.json").is_file()).then_some(dir)
-    };
-    let lm_ft = finetuned("lm_ft");
-    let r_ft = if retrieval { finetuned("r_ft") } else { None };
-    let generator_source = match &lm_ft {
-        Some(dir) => dir.display().to_string(),
-        None => recipe.generator.model.clone(),
-    };
-    let generator = Generator::load(&generator_source, device)
-        .with_context(|| format!("loading generator {generator_source}"))?;
-    let (encoders, store) = if retrieval {
-        let embedder = load_embedder(&recipe.retriever.encoder, device)?;
-        let store = recipe
-            .open_or_build_index(run_dir.as_ref().unwrap_or(&recipe.output_dir), &embedder)?;
-        let query = match &r_ft {
-            Some(dir) => Some(
-                Encoder::load(&dir.display().to_string(), device)
-                    .with_context(|| format!("loading query encoder {}", dir.display()))?,
-            ),
-            None => None,
-        };
-        let source = match &r_ft {
-            Some(dir) => dir.display().to_string(),
-            None => recipe.retriever.encoder.clone(),
-        };
-        (Some((embedder.encoder, query, source)), Some(store))
-    } else {
-        (None, None)
-    };
-    let label = match (lm_ft.is_some(), r_ft.is_some()) {
-        (false, false) => "base",
-        (true, false) => "LM-ft",
-        (false, true) => "R-ft",
-        (true, true) => "LM-ft + R-ft",
+impl ModelArgs {
+    /// Where the models come from.
+    fn source(&self) -> Result<ModelSource> {
+        Ok(match (&self.checkpoint, &self.recipe) {
+            (Some(dir), _) => ModelSource::Run {
+                dir: dir.clone(),
+                base: self.base,
+            },
+            (None, Some(recipe)) => ModelSource::Recipe(recipe.clone()),
+            (None, None) => bail!("give --checkpoint RUN_DIR or --recipe RECIPE"),
+        })
     }
-    .to_string();
-    Ok(Loaded {
-        recipe,
-        generator,
-        generator_source,
-        encoders,
-        store,
-        label,
-    })
+
+    fn load(&self, retrieval: bool, device: &Device) -> Result<EvalModels> {
+        Ok(EvalModels::load(
+            &self.source()?,
+            &self.sets,
+            retrieval,
+            device,
+        )?)
+    }
 }
 
 /// Fails fast on settings that cannot work, before any model is loaded.
@@ -245,49 +188,12 @@ fn eval_config(args: &ModelArgs, recipe: &Recipe, k: usize, seed: u64) -> EvalCo
     }
 }
 
-/// Runs `f` with an evaluator over the loaded models.
-fn with_evaluator<R>(
-    loaded: &Loaded,
-    args: &ModelArgs,
-    config: EvalConfig,
-    f: impl FnOnce(&Evaluator<'_, PromptTokenizer<'_>>) -> Result<R>,
-) -> Result<R> {
-    let tokenizer = &loaded.generator.tokenizer;
-    let builder = InstanceBuilder::new(
-        PromptTokenizer(tokenizer),
-        InstanceConfig {
-            max_len: args.max_len.unwrap_or(loaded.recipe.data.max_len),
-            add_bos: false,
-            seed: loaded.recipe.seed,
-        },
-    )?;
-    let mut evaluator = Evaluator::new(&loaded.generator.model, tokenizer, &builder, config)?;
-    if let (Some((base, query, _)), Some(store)) = (&loaded.encoders, &loaded.store) {
-        let query = QueryEncoder {
-            encoder: base,
-            model: query.as_ref().map_or(&base.model, |q| &q.model),
-        };
-        evaluator = evaluator.with_retrieval(store, query);
-    }
-    f(&evaluator)
-}
-
-fn run_info(loaded: &Loaded, data: Option<&Path>) -> RunInfo {
-    RunInfo {
-        label: loaded.label.clone(),
-        generator: loaded.generator_source.clone(),
-        query_encoder: loaded.encoders.as_ref().map(|e| e.2.clone()),
-        index: loaded.store.as_ref().map(|s| s.dir().display().to_string()),
-        data: data.map(|d| d.display().to_string()),
-    }
-}
-
 /// Runs `radit eval`.
 pub fn eval(args: &EvalArgs, device: &Device) -> Result<()> {
     let m = &args.models;
     let mode: Mode = m.mode.into();
     precheck(m, args.k)?;
-    let loaded = load(m, mode != Mode::ClosedBook, device)?;
+    let loaded = m.load(mode != Mode::ClosedBook, device)?;
     let data = match (&args.data, &loaded.recipe.data.dev) {
         (Some(d), _) | (None, Some(d)) => d.clone(),
         (None, None) => bail!("give --data FILE (the recipe has no data.dev)"),
@@ -298,11 +204,11 @@ pub fn eval(args: &EvalArgs, device: &Device) -> Result<()> {
     }
     let out = match &args.out {
         Some(o) => o.clone(),
-        None => m
-            .checkpoint
-            .as_ref()
-            .unwrap_or(&loaded.recipe.output_dir)
-            .join(format!("eval-{mode}.json")),
+        None => loaded
+            .run
+            .clone()
+            .unwrap_or_else(|| RunDir::new(&loaded.recipe.output_dir))
+            .eval_report(&format!("eval-{mode}.json")),
     };
     let config = eval_config(m, &loaded.recipe, args.k, args.seed);
     eprintln!(
@@ -313,8 +219,8 @@ pub fn eval(args: &EvalArgs, device: &Device) -> Result<()> {
         config.scoring,
         config.k
     );
-    let info = run_info(&loaded, Some(&data));
-    let report: EvalReport = with_evaluator(&loaded, m, config, |ev| {
+    let info = loaded.run_info(Some(&data));
+    let report: EvalReport = loaded.with_evaluator(config, m.max_len, |ev| {
         let mut progress = |done: usize, total: usize| eprintln!("  {done}/{total} questions");
         Ok(ev.evaluate(&examples, info, &mut progress)?)
     })?;
@@ -337,7 +243,7 @@ pub fn ask(args: &AskArgs, device: &Device) -> Result<()> {
         bail!("the question is empty");
     }
     precheck(m, args.k)?;
-    let loaded = load(m, mode != Mode::ClosedBook, device)?;
+    let loaded = m.load(mode != Mode::ClosedBook, device)?;
     let config = eval_config(m, &loaded.recipe, args.k, 0);
     let example = Example {
         id: "ask".into(),
@@ -346,7 +252,7 @@ pub fn ask(args: &AskArgs, device: &Device) -> Result<()> {
         context: None,
         choices: args.choices.clone(),
     };
-    let record = with_evaluator(&loaded, m, config, |ev| Ok(ev.answer(0, &example)?))?;
+    let record = loaded.with_evaluator(config, m.max_len, |ev| Ok(ev.answer(0, &example)?))?;
     println!("answer: {}", record.prediction);
     match record.log_p {
         Some(lp) => println!(
@@ -366,7 +272,7 @@ pub fn ask(args: &AskArgs, device: &Device) -> Result<()> {
         println!();
         println!("| rank | chunk | p_R | log p_LM(answer|chunk) | share of p(answer) | text |");
         println!("|---|---|---|---|---|---|");
-        let store = loaded.store.as_ref();
+        let store = loaded.retrieval.as_ref().map(|r| &r.store);
         for (rank, c) in record.chunks.iter().enumerate() {
             let text = match store.map(|s| s.chunk(c.id)) {
                 Some(Ok(chunk)) => snippet(&chunk.background_text(), 80),

@@ -10,13 +10,7 @@ use radit_docstore::{
     HnswParams, Queries, SearchMode,
 };
 use radit_models::Encoder;
-use radit_retriever::EncoderEmbedder;
-
-/// Loads the encoder named by `spec` (directory or hub id) as a docstore embedder.
-pub fn load_embedder(spec: &str, device: &Device) -> Result<EncoderEmbedder> {
-    let encoder = Encoder::load(spec, device).with_context(|| format!("loading encoder {spec}"))?;
-    Ok(EncoderEmbedder::new(encoder))
-}
+use radit_pipeline::load_embedder;
 
 /// `radit index ...`
 #[derive(Subcommand)]

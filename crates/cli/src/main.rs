@@ -6,8 +6,8 @@ mod bench;
 mod data;
 mod eval;
 mod index;
+mod logging;
 mod report;
-mod rft;
 mod train;
 
 use anyhow::{bail, Context, Result};
@@ -91,12 +91,12 @@ enum Command {
     },
     /// Run a training recipe (its LM-ft and R-ft stages); `--resume` continues from the newest
     /// valid checkpoint.
-    Train(RunArgs),
+    Train(train::RunArgs),
     /// k-fold cross-validation of a recipe: one run per fold (under `OUTPUT_DIR/fold-N`, its
     /// training data split into folds), then mean and std of the dev metrics.
     Cv {
         #[command(flatten)]
-        run: RunArgs,
+        run: train::RunArgs,
         /// Number of folds.
         #[arg(long, default_value_t = 5)]
         folds: usize,
@@ -131,22 +131,6 @@ enum Command {
     },
 }
 
-/// A recipe run: `radit train` and each fold of `radit cv`.
-#[derive(clap::Args)]
-struct RunArgs {
-    /// The recipe (TOML).
-    recipe: PathBuf,
-    /// Override the recipe's output directory.
-    #[arg(long)]
-    output_dir: Option<PathBuf>,
-    /// Continue from the newest valid checkpoint in the output directory.
-    #[arg(long)]
-    resume: bool,
-    /// Override a recipe key, e.g. `--set stages.lm_ft.train.lr=2e-5` (repeatable).
-    #[arg(long = "set", value_name = "KEY=VALUE")]
-    sets: Vec<String>,
-}
-
 /// `radit data ...`
 #[derive(clap::Subcommand)]
 enum DataCommand {
@@ -163,6 +147,7 @@ fn device(arg: DeviceArg) -> Device {
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
+    logging::init();
     // burn puts some state (a loaded optimizer's moments) on its default device, which is wgpu
     // whenever that backend is compiled in; keep it on the device the user chose.
     if std::env::var_os("BURN_DEVICE").is_none() {
@@ -241,17 +226,8 @@ fn main() -> Result<()> {
         Command::Bench(command) => bench::run(command, &device)?,
         Command::Data(DataCommand::Answerable(args)) => data::answerable(&args)?,
         Command::Report(args) => report::run(&args)?,
-        Command::Train(run) => {
-            train::run(&run.recipe, run.output_dir, run.resume, &run.sets, &device)?;
-        }
-        Command::Cv { run, folds } => train::cross_validate(
-            &run.recipe,
-            folds,
-            run.output_dir,
-            run.resume,
-            &run.sets,
-            &device,
-        )?,
+        Command::Train(run) => train::run(&run, &device)?,
+        Command::Cv { run, folds } => train::cross_validation(&run, folds, &device)?,
         Command::Export { model, out, kind } => {
             match kind {
                 ModelKind::Generator => Generator::load(&model, &device)?.export(&out)?,

@@ -6,9 +6,10 @@ use radit_data::{
     exact_match, first_answer_rank, rouge_l_max, token_f1, Example, ExampleKey, InstanceBuilder,
     Tokenize,
 };
-use radit_docstore::{Dense, DocStore};
+use radit_docstore::{DocStore, Retriever, SearchMode};
+pub use radit_retriever::QueryEncoder;
 use radit_generator::{LmScore, LmScorer, ScoreRequest};
-use radit_models::{generate, Bert, Encoder, GenerationConfig, Llama, TextTokenizer};
+use radit_models::{generate, GenerationConfig, Llama, TextTokenizer};
 
 use crate::ensemble::{
     best, contributions, ensemble_log_likelihood, retrieval_log_weights, Likelihood,
@@ -18,26 +19,6 @@ use crate::report::{
     RunInfo,
 };
 use crate::{EvalConfig, EvalError, Mode};
-
-/// The query side of retrieval: an encoder's tokenization, pooling and normalization with a
-/// query model of the same architecture (the base encoder's own weights, or an R-ft one).
-#[derive(Clone, Copy)]
-pub struct QueryEncoder<'a> {
-    /// Tokenization, pooling and normalization settings.
-    pub encoder: &'a Encoder,
-    /// The query encoder weights.
-    pub model: &'a Bert,
-}
-
-impl<'a> QueryEncoder<'a> {
-    /// The encoder with its own weights.
-    pub fn base(encoder: &'a Encoder) -> Self {
-        Self {
-            encoder,
-            model: &encoder.model,
-        }
-    }
-}
 
 /// One retrieved chunk.
 #[derive(Debug, Clone, PartialEq)]
@@ -59,6 +40,7 @@ pub struct Evaluator<'a, T: Tokenize> {
     tokenizer: &'a TextTokenizer,
     builder: &'a InstanceBuilder<T>,
     retrieval: Option<(&'a DocStore, QueryEncoder<'a>)>,
+    search: SearchMode,
     config: EvalConfig,
     dataset: usize,
 }
@@ -91,6 +73,7 @@ impl<'a, T: Tokenize> Evaluator<'a, T> {
             tokenizer,
             builder,
             retrieval: None,
+            search: SearchMode::Dense(radit_docstore::Dense::Exact),
             config,
             dataset: 1,
         })
@@ -99,6 +82,12 @@ impl<'a, T: Tokenize> Evaluator<'a, T> {
     /// Retrieves from `store` with `query`.
     pub fn with_retrieval(mut self, store: &'a DocStore, query: QueryEncoder<'a>) -> Self {
         self.retrieval = Some((store, query));
+        self
+    }
+
+    /// Searches the index in `mode` (the recipe's `retriever.search`) instead of exactly.
+    pub fn with_search(mut self, mode: SearchMode) -> Self {
+        self.search = mode;
         self
     }
 
@@ -114,7 +103,8 @@ impl<'a, T: Tokenize> Evaluator<'a, T> {
         &self.config
     }
 
-    /// The top-`depth` chunks of each question, best first (exact inner-product search).
+    /// The top-`depth` chunks of each question, best first, searched in the evaluator's mode
+    /// ([`Evaluator::with_search`]; exact inner-product search by default).
     pub fn retrieve(
         &self,
         questions: &[&str],
@@ -125,24 +115,20 @@ impl<'a, T: Tokenize> Evaluator<'a, T> {
                 "retrieval needs an index and a query encoder".into(),
             ));
         };
-        let mut out = Vec::with_capacity(questions.len());
-        for group in questions.chunks(64) {
-            let embeddings = query.encoder.embed_with(query.model, group)?.concat();
-            for hits in store.search_dense(&embeddings, depth, Dense::Exact)? {
-                let mut row = Vec::with_capacity(hits.len());
-                for s in hits {
-                    let chunk = store.chunk(s.id)?;
-                    row.push(Retrieved {
-                        id: s.id,
-                        score: s.score,
-                        background: chunk.background_text(),
-                        title: chunk.title,
-                    });
-                }
-                out.push(row);
-            }
-        }
-        Ok(out)
+        let hits = Retriever::new(store, &query)?.retrieve(questions, depth, &self.search)?;
+        Ok(hits
+            .into_iter()
+            .map(|row| {
+                row.into_iter()
+                    .map(|h| Retrieved {
+                        id: h.id,
+                        score: h.score,
+                        background: h.chunk.background_text(),
+                        title: h.chunk.title,
+                    })
+                    .collect()
+            })
+            .collect())
     }
 
     /// Answers one question (its `answers` may be empty, its `choices` make it a

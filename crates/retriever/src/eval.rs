@@ -2,32 +2,28 @@
 
 use radit_data::metrics::RetrievalMetrics;
 use radit_data::{first_answer_rank, Example};
-use radit_docstore::{Dense, DocStore};
+use radit_docstore::{DocStore, Retriever, SearchMode};
 use radit_models::{Bert, Encoder};
 
-use crate::RetrieverError;
+use crate::{QueryEncoder, RetrieverError};
 
-/// Ranks (0-based) of the first chunk containing a gold answer in the top-`depth` exact
-/// search results of each dev question, embedded by `model` with `encoder`'s settings.
+/// Ranks (0-based) of the first chunk containing a gold answer in the top-`depth` search
+/// results (`search` mode) of each dev question, embedded by `model` with `encoder`'s settings.
 pub fn retrieval_metrics(
     encoder: &Encoder,
     model: &Bert,
     store: &DocStore,
     dev: &[Example],
     depth: usize,
+    search: &SearchMode,
 ) -> Result<RetrievalMetrics, RetrieverError> {
     let mut metrics = RetrievalMetrics::default();
-    for group in dev.chunks(64) {
-        let texts: Vec<&str> = group.iter().map(|e| e.question.as_str()).collect();
-        let embeddings = encoder.embed_with(model, &texts)?.concat();
-        let hits = store.search_dense(&embeddings, depth, Dense::Exact)?;
-        for (example, scored) in group.iter().zip(&hits) {
-            let texts = scored
-                .iter()
-                .map(|s| Ok(store.chunk(s.id)?.background_text()))
-                .collect::<Result<Vec<String>, radit_docstore::Error>>()?;
-            metrics.add(first_answer_rank(&texts, &example.answers));
-        }
+    let query = QueryEncoder { encoder, model };
+    let retriever = Retriever::new(store, &query)?;
+    let questions: Vec<&str> = dev.iter().map(|e| e.question.as_str()).collect();
+    for (example, hits) in dev.iter().zip(retriever.retrieve(&questions, depth, search)?) {
+        let texts: Vec<String> = hits.iter().map(|h| h.chunk.background_text()).collect();
+        metrics.add(first_answer_rank(&texts, &example.answers));
     }
     Ok(metrics)
 }

@@ -22,7 +22,7 @@ pub mod eval;
 pub mod loss;
 pub mod objective;
 
-pub use embedder::EncoderEmbedder;
+pub use embedder::{EncoderEmbedder, QueryEncoder};
 pub use objective::{
     Candidates, PrepareReport, RftExample, RftObjective, RftSettings, TargetSource,
 };

@@ -12,7 +12,9 @@ use burn::tensor::{Tensor, TensorData};
 use radit_data::{
     first_answer_rank, Example, ExampleKey, Sampler, SamplerConfig, SamplerState, Tokenize,
 };
-use radit_docstore::{Dense, DocStore};
+use radit_docstore::{DocStore, Retriever, SearchMode};
+
+use crate::embedder::QueryEncoder;
 use radit_models::{Bert, Encoder};
 use radit_train::trainer::{BoxError, MicroBatchLoss, Objective};
 use serde::{Deserialize, Serialize};
@@ -89,6 +91,8 @@ pub struct TargetSource<'a, T: Tokenize> {
     pub cache: Option<ScoreCache>,
     /// Candidates per query (`k'`, paper 10).
     pub k: usize,
+    /// How candidates are searched (the recipe's `retriever.search`; exact by default).
+    pub search: SearchMode,
 }
 
 impl<T: Tokenize> TargetSource<'_, T> {
@@ -108,8 +112,8 @@ impl<T: Tokenize> TargetSource<'_, T> {
             .iter()
             .map(|q| q.example.question.as_str())
             .collect();
-        let embeddings: Vec<f32> = encoder.embed_with(model, &texts)?.concat();
-        let hits = store.search_dense(&embeddings, k + 1, Dense::Exact)?;
+        let query = QueryEncoder { encoder, model };
+        let hits = Retriever::new(store, &query)?.retrieve_ids(&texts, k + 1, &self.search)?;
         let mut lists = Vec::with_capacity(queries.len());
         for (q, scored) in queries.iter().zip(&hits) {
             let mut ids: Vec<u32> = scored

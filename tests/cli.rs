@@ -1009,3 +1009,209 @@ fn report_writes_tables_paired_differences_and_svg_plots() {
     assert!(!missing.status.success());
     assert!(String::from_utf8_lossy(&missing.stderr).contains("not a directory"));
 }
+
+/// A two-round LM-ft run with a dev set: `radit eval --checkpoint` must read the last round's
+/// generator (before the pipeline library it read `RUN/lm_ft/final`, absent in a multi-round
+/// run, and silently fell back to the base model), and its EM/F1 with `--k 1` on the dev data
+/// must equal the dev metrics the run recorded (LM-ft's dev evaluation is `radit eval`'s).
+#[test]
+fn eval_reads_the_last_round_and_matches_the_runs_dev_metrics() {
+    let Some(root) = assets() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let recipe = tiny_recipe(dir.path(), &root);
+    let dev = concat!(env!("CARGO_MANIFEST_DIR"), "/../../datasets/synthetic/dev.jsonl");
+    let run = dir.path().join("run");
+    let sets = [
+        "stages.rounds=2",
+        "stages.lm_ft.train.max_steps=1",
+        "stages.lm_ft.train.save_every=1",
+        "stages.lm_ft.train.schedule.total_steps=1",
+        "stages.lm_ft.train.schedule.warmup_steps=0",
+        "data.train_limit=4",
+        "data.dev_limit=6",
+        "data.answer_tokens=6",
+    ];
+    let mut args = vec!["train", recipe.to_str().unwrap(), "--output-dir", run.to_str().unwrap()];
+    let dev_set = format!("data.dev={dev}");
+    for s in sets.iter().copied().chain([dev_set.as_str()]) {
+        args.extend(["--set", s]);
+    }
+    let out = radit(&args, &[]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    for round in ["round-1", "round-2"] {
+        assert!(run.join(round).join("lm_ft/final/config.json").is_file(), "{round}");
+    }
+    let done: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(run.join("round-2/lm_ft/done.json")).unwrap(),
+    )
+    .unwrap();
+    let recorded = |name: &str| {
+        done["metrics"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m[0] == name)
+            .and_then(|m| m[1].as_f64())
+            .unwrap_or_else(|| panic!("{name} missing in {done}"))
+    };
+
+    let report_path = dir.path().join("eval.json");
+    let out = radit(
+        &[
+            "eval",
+            "--checkpoint",
+            run.to_str().unwrap(),
+            "--k",
+            "1",
+            "--out",
+            report_path.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&report_path).unwrap()).unwrap();
+    let generator = report["run"]["generator"].as_str().unwrap();
+    assert!(
+        generator.ends_with("round-2/lm_ft/final"),
+        "eval used {generator}, not the last round's generator"
+    );
+    assert_eq!(report["run"]["label"], "LM-ft");
+    assert_eq!(report["metrics"]["count"], 6);
+    assert_eq!(report["metrics"]["em"].as_f64().unwrap(), recorded("dev/em"));
+    assert_eq!(report["metrics"]["f1"].as_f64().unwrap(), recorded("dev/f1"));
+}
+
+/// `retriever.search` is one setting for every stage and for eval: an unknown mode fails when
+/// the recipe loads, naming the key; `bm25` on an index without BM25 fails in LM-ft's
+/// retrieval (which before the pipeline library ignored the key's equivalent and searched
+/// densely); and eval searches the way the run's recipe says.
+#[test]
+fn the_recipe_search_mode_is_used_by_training_and_eval() {
+    let Some(root) = assets() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let recipe = tiny_recipe(dir.path(), &root);
+    let recipe = recipe.to_str().unwrap();
+    let out = radit(&["train", recipe, "--set", "retriever.search=nearest"], &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("retriever.search") && err.contains("nearest"),
+        "{err}"
+    );
+
+    let run = dir.path().join("run");
+    let out = radit(
+        &[
+            "train",
+            recipe,
+            "--output-dir",
+            run.to_str().unwrap(),
+            "--set",
+            "retriever.search=bm25",
+        ],
+        &[],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("no BM25 index"), "{err}");
+
+    // An index with BM25: training and eval both search it lexically.
+    let index = dir.path().join("bm25-index");
+    let corpus = concat!(env!("CARGO_MANIFEST_DIR"), "/../../datasets/synthetic/corpus.jsonl");
+    let encoder = root.join("all-MiniLM-L6-v2");
+    let out = radit(
+        &[
+            "index",
+            "build",
+            "--corpus",
+            corpus,
+            "--encoder",
+            encoder.to_str().unwrap(),
+            "--out",
+            index.to_str().unwrap(),
+            "--chunk-words",
+            "100",
+            "--overlap",
+            "0",
+            "--bm25",
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let index_set = format!("docstore.index={}", index.display());
+    let out = radit(
+        &[
+            "train",
+            recipe,
+            "--output-dir",
+            run.to_str().unwrap(),
+            "--set",
+            "retriever.search=bm25",
+            "--set",
+            &index_set,
+            "--set",
+            "stages.lm_ft.train.max_steps=1",
+            "--set",
+            "stages.lm_ft.train.schedule.total_steps=1",
+            "--set",
+            "stages.lm_ft.train.schedule.warmup_steps=0",
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let question = "Which instrument did Steil Vysreir play?";
+    let qa = dir.path().join("one.jsonl");
+    std::fs::write(&qa, format!("{{\"question\": \"{question}\", \"answers\": [\"x\"]}}\n")).unwrap();
+    let report_path = dir.path().join("eval.json");
+    let out = radit(
+        &[
+            "eval",
+            "--checkpoint",
+            run.to_str().unwrap(),
+            "--data",
+            qa.to_str().unwrap(),
+            "--k",
+            "3",
+            "--out",
+            report_path.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&report_path).unwrap()).unwrap();
+    let eval_titles: Vec<String> = report["questions"][0]["chunks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["title"].as_str().unwrap().to_string())
+        .collect();
+    let out = radit(
+        &[
+            "index",
+            "search",
+            index.to_str().unwrap(),
+            "--query",
+            question,
+            "-k",
+            "3",
+            "--mode",
+            "bm25",
+        ],
+        &[],
+    );
+    let search = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // Lines are `rank  score  title  |  text`.
+    let bm25_titles: Vec<String> = search
+        .lines()
+        .filter(|l| !l.starts_with("query:"))
+        .filter_map(|l| {
+            let head = l.split("  |  ").next()?.trim();
+            let (_, rest) = head.split_once(' ')?;
+            let (_, title) = rest.trim_start().split_once(' ')?;
+            Some(title.trim().to_string())
+        })
+        .collect();
+    assert_eq!(bm25_titles.len(), 3, "{search}");
+    assert_eq!(eval_titles, bm25_titles, "eval did not search with the recipe's bm25 mode: {search}");
+}

@@ -1,0 +1,104 @@
+//! Errors of the pipeline: what the crates below report, plus recipe and run-layout problems.
+
+use std::path::PathBuf;
+
+/// Anything that stops a pipeline run, an evaluation setup or a cross-validation.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    /// The recipe file could not be read or parsed (the message names the key).
+    #[error(transparent)]
+    Recipe(#[from] radit_train::recipe::RecipeError),
+    /// The recipe parsed but its settings cannot work; the message names the key.
+    #[error("{0}")]
+    Invalid(String),
+    /// The run directory is missing something or holds something unexpected.
+    #[error("{}: {message}", path.display())]
+    RunDir {
+        /// The run (or stage) directory.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// A file could not be read or written.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A JSON file of the run (done marker, cross-validation summary) is malformed.
+    #[error("{}: {message}", path.display())]
+    Json {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message.
+        message: String,
+    },
+    /// Loading or running a model failed; `what` says which model.
+    #[error("{what}: {source}")]
+    Model {
+        /// Which model and where from.
+        what: String,
+        /// The underlying error.
+        #[source]
+        source: radit_models::ModelError,
+    },
+    /// The document store failed.
+    #[error(transparent)]
+    Docstore(#[from] radit_docstore::Error),
+    /// Datasets, prompts or sampling failed.
+    #[error(transparent)]
+    Data(#[from] radit_data::DataError),
+    /// The generator stage failed.
+    #[error(transparent)]
+    Generator(#[from] radit_generator::GeneratorError),
+    /// The retriever stage failed.
+    #[error(transparent)]
+    Retriever(#[from] radit_retriever::RetrieverError),
+    /// The retriever loss could not be built.
+    #[error("stages.r_ft.loss: {0}")]
+    Loss(#[from] radit_retriever::loss::LossError),
+    /// Evaluation failed.
+    #[error(transparent)]
+    Eval(#[from] radit_eval::EvalError),
+    /// The training loop failed.
+    #[error(transparent)]
+    Train(#[from] radit_train::trainer::TrainError),
+    /// A metric sink could not be created.
+    #[error(transparent)]
+    Metric(#[from] radit_train::metrics::MetricError),
+    /// The signal handler could not be installed.
+    #[error(transparent)]
+    Signal(#[from] radit_train::signals::SignalError),
+}
+
+impl PipelineError {
+    /// A model error with the model it concerns.
+    pub fn model(what: impl Into<String>, source: radit_models::ModelError) -> Self {
+        Self::Model {
+            what: what.into(),
+            source,
+        }
+    }
+
+    /// An I/O error on `path`.
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Self::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}
+
+/// `Result` with a [`PipelineError`].
+pub type Result<T, E = PipelineError> = std::result::Result<T, E>;
+
+/// Returns early with [`PipelineError::Invalid`] built from a format string.
+macro_rules! invalid {
+    ($($arg:tt)*) => {
+        return Err($crate::error::PipelineError::Invalid(format!($($arg)*)))
+    };
+}
+pub(crate) use invalid;

@@ -1,0 +1,365 @@
+//! The pipeline: a recipe's stages in order, for its rounds, over one index and one dataset.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use burn::tensor::Device;
+use radit_data::{kfold_split, load_dataset, DatasetFormat, Example};
+use radit_docstore::{build_index, BuildOptions, ChunkParams, DocStore, Embedder};
+use radit_models::{Encoder, Generator};
+use radit_retriever::loss::{LossFactory, LossRegistry};
+use radit_retriever::EncoderEmbedder;
+
+use crate::error::{invalid, PipelineError, Result};
+use crate::lm_ft::LmFtStage;
+use crate::prompt::prompt_builder;
+use crate::r_ft::RFtStage;
+use crate::recipe::Recipe;
+use crate::run_dir::{RunDir, StageDone};
+use crate::stage::{AnyStage, Context, Models};
+
+/// RA-DIT driven by a recipe: the built-in stages its `[stages]` configure, the losses R-ft
+/// may name, and any stage a Rust user adds.
+///
+/// ```no_run
+/// # fn main() -> Result<(), radit_pipeline::PipelineError> {
+/// use radit_pipeline::{Pipeline, Recipe};
+/// let recipe = Recipe::load("recipes/quickstart.toml".as_ref(), &[])?;
+/// let summary = Pipeline::new(recipe, burn::tensor::Device::flex()).run()?;
+/// for line in &summary.rows {
+///     println!("{line}");
+/// }
+/// # Ok(()) }
+/// ```
+pub struct Pipeline {
+    recipe: Recipe,
+    device: Device,
+    resume: bool,
+    losses: LossRegistry,
+    custom: Vec<Box<dyn AnyStage>>,
+}
+
+/// What a pipeline run reports.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RunSummary {
+    /// The completed stages in run order, with their labels.
+    pub stages: Vec<(String, StageDone)>,
+    /// The result table: each stage's rows.
+    pub rows: Vec<String>,
+    /// Final dev metrics of every stage, named `{stage label}/{metric}`.
+    pub metrics: Vec<(String, f64)>,
+    /// Whether a signal stopped the run before every stage completed.
+    pub interrupted: bool,
+}
+
+impl Pipeline {
+    /// A pipeline over `recipe`'s stages on `device`, with the built-in losses.
+    pub fn new(recipe: Recipe, device: Device) -> Self {
+        Self {
+            recipe,
+            device,
+            resume: false,
+            losses: LossRegistry::builtin(),
+            custom: Vec::new(),
+        }
+    }
+
+    /// Continue the newest valid checkpoint and skip completed stages.
+    pub fn resume(mut self, resume: bool) -> Self {
+        self.resume = resume;
+        self
+    }
+
+    /// Makes a retriever loss available to `[stages.r_ft.loss] name = "..."`.
+    pub fn register_loss(mut self, name: &str, factory: LossFactory) -> Self {
+        self.losses.register(name, factory);
+        self
+    }
+
+    /// Replaces the losses R-ft may name.
+    pub fn with_losses(mut self, losses: LossRegistry) -> Self {
+        self.losses = losses;
+        self
+    }
+
+    /// Adds a stage that `stages.order` may name (by [`AnyStage::name`]).
+    pub fn with_stage(mut self, stage: impl AnyStage + 'static) -> Self {
+        self.custom.push(Box::new(stage));
+        self
+    }
+
+    /// The recipe.
+    pub fn recipe(&self) -> &Recipe {
+        &self.recipe
+    }
+
+    /// The stage names to run in each round: `stages.order`, or every configured built-in
+    /// stage (LM-ft first).
+    pub fn order(&self) -> Vec<String> {
+        self.recipe.stages.names()
+    }
+
+    /// The built-in stages the recipe configures.
+    fn builtin_stages(&self) -> Vec<Box<dyn AnyStage>> {
+        let stages = &self.recipe.stages;
+        let mut out: Vec<Box<dyn AnyStage>> = Vec::new();
+        if let Some(section) = &stages.lm_ft {
+            out.push(Box::new(LmFtStage::new(section.clone())));
+        }
+        if let Some(section) = &stages.r_ft {
+            out.push(Box::new(RFtStage::new(
+                section.clone(),
+                Arc::new(self.losses.clone()),
+            )));
+        }
+        out
+    }
+
+    /// Resolves every name of `order` to a stage: a registered one first (so a user may
+    /// replace a built-in), else a configured built-in.
+    fn resolve<'s>(
+        &'s self,
+        order: &[String],
+        builtins: &'s [Box<dyn AnyStage>],
+    ) -> Result<Vec<&'s dyn AnyStage>> {
+        if order.is_empty() {
+            invalid!("the recipe configures no stage: add [stages.lm_ft] and/or [stages.r_ft]");
+        }
+        order
+            .iter()
+            .map(|name| {
+                let found = self
+                    .custom
+                    .iter()
+                    .chain(builtins)
+                    .find(|s| s.name() == name.as_str());
+                match (found, name.as_str()) {
+                    (Some(stage), _) => Ok(stage.as_ref()),
+                    (None, "lm_ft" | "r_ft") => Err(PipelineError::Invalid(format!(
+                        "stages.order lists `{name}` but [stages.{name}] is missing"
+                    ))),
+                    (None, other) => {
+                        let mut known = vec!["lm_ft".to_string(), "r_ft".to_string()];
+                        known.extend(self.custom.iter().map(|s| s.name().to_string()));
+                        Err(PipelineError::Invalid(format!(
+                            "stages.order: unknown stage `{other}` (expected one of {})",
+                            known.join(", ")
+                        )))
+                    }
+                }
+            })
+            .collect()
+    }
+
+    /// Runs every stage in order for every round under the recipe's `output_dir`; a stage
+    /// completed earlier is skipped on resume and its weights handed on.
+    pub fn run(&self) -> Result<RunSummary> {
+        let recipe = &self.recipe;
+        let names = self.order();
+        let builtins = self.builtin_stages();
+        let stages = self.resolve(&names, &builtins)?;
+        let run = RunDir::new(&recipe.output_dir);
+        std::fs::create_dir_all(run.root()).map_err(|e| PipelineError::io(run.root(), e))?;
+        let resolved = toml::to_string(recipe)
+            .map_err(|e| PipelineError::Invalid(format!("serializing the recipe: {e}")))?;
+        crate::fsutil::atomic_write(&run.recipe_path(), resolved.as_bytes())?;
+
+        let embedder = load_embedder(&recipe.retriever.encoder, &self.device)?;
+        let store = open_or_build_index(recipe, &run, &embedder)?;
+        let generator = Generator::load(&recipe.generator.model, &self.device)
+            .map_err(|e| PipelineError::model(format!("generator {}", recipe.generator.model), e))?;
+        let (train, dev) = load_data(recipe)?;
+        let builder = prompt_builder(recipe, &generator.tokenizer)?;
+        let stop = radit_train::signals::install()?;
+        let ctx = Context {
+            recipe,
+            run: &run,
+            resume: self.resume,
+            resolved: &resolved,
+            embedder: &embedder,
+            store: &store,
+            search: recipe.search_mode()?,
+            tokenizer: &generator.tokenizer,
+            builder: &builder,
+            train: &train,
+            dev: &dev,
+            stop: &stop,
+            device: &self.device,
+        };
+        let mut models = Models {
+            generator: generator.model.clone(),
+            generator_source: recipe.generator.model.clone(),
+            query: None,
+            query_source: recipe.retriever.encoder.clone(),
+        };
+        let mut summary = RunSummary::default();
+        let rounds = recipe.stages.rounds;
+        for round in 1..=rounds {
+            for (name, stage) in names.iter().zip(&stages) {
+                let dir = run.stage(name, round, rounds);
+                let Some(done) = stage.run(&ctx, &mut models, &dir)? else {
+                    summary.interrupted = true;
+                    return Ok(summary);
+                };
+                summary.rows.extend(done.rows.iter().cloned());
+                summary.metrics.extend(
+                    done.metrics
+                        .iter()
+                        .map(|(metric, value)| (format!("{}/{metric}", dir.label), *value)),
+                );
+                summary.stages.push((dir.label.clone(), done));
+            }
+        }
+        Ok(summary)
+    }
+}
+
+/// Loads the encoder named by `spec` (directory or hub id) as a docstore embedder.
+pub fn load_embedder(spec: &str, device: &Device) -> Result<EncoderEmbedder> {
+    let encoder =
+        Encoder::load(spec, device).map_err(|e| PipelineError::model(format!("encoder {spec}"), e))?;
+    Ok(EncoderEmbedder::new(encoder))
+}
+
+/// Opens the recipe's index (`docstore.index`, else the run's `index/`), checking it was built
+/// by `embedder` (the document encoder), and builds it first when it does not exist yet.
+pub fn open_or_build_index(
+    recipe: &Recipe,
+    run: &RunDir,
+    embedder: &EncoderEmbedder,
+) -> Result<DocStore> {
+    let index = recipe
+        .docstore
+        .index
+        .clone()
+        .unwrap_or_else(|| run.default_index());
+    if !index.join("manifest.json").is_file() {
+        tracing::info!("building index {}", index.display());
+        let options = BuildOptions {
+            chunking: ChunkParams {
+                max_words: recipe.docstore.chunk_words,
+                overlap: 0,
+            },
+            ..BuildOptions::default()
+        };
+        build_index(&recipe.docstore.corpus, &index, embedder, &options)?;
+    }
+    Ok(DocStore::open_for_encoder(&index, &embedder.identity())?)
+}
+
+fn format_for(path: &Path) -> Option<DatasetFormat> {
+    match path.extension().and_then(|e| e.to_str()) {
+        Some("tsv" | "txt") => Some(DatasetFormat::DprTsv),
+        _ => None,
+    }
+}
+
+/// Loads a dataset (DPR TSV by extension, else JSONL), reporting skipped lines, keeping at
+/// most `limit` examples (0: all).
+pub fn load_examples(path: &Path, limit: usize) -> Result<Vec<Example>> {
+    let dataset = load_dataset(path, format_for(path).as_ref())?;
+    if !dataset.report.skipped.is_empty() {
+        tracing::warn!("{}", dataset.report);
+    }
+    let mut examples = dataset.examples;
+    if limit > 0 {
+        examples.truncate(limit);
+    }
+    Ok(examples)
+}
+
+/// The recipe's training examples (one list per dataset of the mixture) and dev examples
+/// (`data.dev`, or the held-out fold of each training dataset).
+pub fn load_data(recipe: &Recipe) -> Result<(Vec<Vec<Example>>, Vec<Example>)> {
+    let data = &recipe.data;
+    let mut train = Vec::new();
+    let mut dev = match &data.dev {
+        Some(path) => load_examples(path, data.dev_limit)?,
+        None => Vec::new(),
+    };
+    for path in data.train.paths() {
+        let mut examples = load_examples(path, data.train_limit)?;
+        if examples.is_empty() {
+            invalid!("{}: no training examples", path.display());
+        }
+        if let Some(folds) = data.folds {
+            let (rest, held) = kfold_split(&examples, folds, data.fold, recipe.seed)?;
+            examples = rest;
+            dev.extend(held);
+        }
+        train.push(examples);
+    }
+    if data.folds.is_some() && data.dev_limit > 0 {
+        dev.truncate(data.dev_limit);
+    }
+    Ok((train, dev))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use radit_docstore::HashEmbedder;
+
+    fn assets() -> Option<std::path::PathBuf> {
+        let root = std::path::PathBuf::from(crate::recipe::expand_spec("${RADIT_ASSETS}"));
+        if root.join("all-MiniLM-L6-v2/model.safetensors").is_file() {
+            return Some(root);
+        }
+        assert!(
+            std::env::var("RADIT_REQUIRE_ASSETS").as_deref() != Ok("1"),
+            "assets missing under {}",
+            root.display()
+        );
+        eprintln!("skipping: assets missing under {}", root.display());
+        None
+    }
+
+    /// An index named by the recipe but built by another encoder is refused (it used to be
+    /// opened without the encoder-identity check).
+    #[test]
+    fn an_index_built_by_another_encoder_is_refused() {
+        let Some(root) = assets() else { return };
+        let tmp = tempfile::tempdir().unwrap();
+        let corpus = tmp.path().join("corpus.jsonl");
+        std::fs::write(
+            &corpus,
+            "{\"id\": \"a\", \"title\": \"A\", \"text\": \"alpha beta gamma\"}\n",
+        )
+        .unwrap();
+        let index = tmp.path().join("index");
+        build_index(
+            &corpus,
+            &index,
+            &HashEmbedder::new(384, 1),
+            &BuildOptions::default(),
+        )
+        .unwrap();
+        let recipe: Recipe = toml::from_str(&format!(
+            r#"output_dir = "{out}"
+[generator]
+model = "g"
+[retriever]
+encoder = "{root}/all-MiniLM-L6-v2"
+[docstore]
+corpus = "{corpus}"
+index = "{index}"
+[data]
+train = "t.jsonl"
+max_len = 64
+batch_size = 2
+"#,
+            out = tmp.path().join("run").display(),
+            root = root.display(),
+            corpus = corpus.display(),
+            index = index.display(),
+        ))
+        .unwrap();
+        let embedder = load_embedder(&recipe.retriever.encoder, &Device::flex()).unwrap();
+        let run = RunDir::new(&recipe.output_dir);
+        let err = match open_or_build_index(&recipe, &run, &embedder) {
+            Ok(_) => panic!("an index of another encoder was opened"),
+            Err(e) => e.to_string(),
+        };
+        assert!(err.contains("encoder mismatch"), "{err}");
+    }
+}

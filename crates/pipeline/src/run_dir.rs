@@ -1,0 +1,327 @@
+//! The run directory: the one place that knows where a run keeps its recipe, index, stages,
+//! checkpoints, final weights, done markers, logs and evaluation reports.
+//!
+//! ```text
+//! RUN/recipe.toml                 the resolved recipe
+//! RUN/index/                      the index, unless the recipe names one
+//! RUN/<stage>/                    a stage of a one-round run (`lm_ft`, `r_ft`, ...)
+//! RUN/round-N/<stage>/            a stage of round N (1-based) when `stages.rounds > 1`
+//!     checkpoints/  final/  done.json  metrics.jsonl  lm_scores.jsonl
+//! RUN/tensorboard/<stage path>/   TensorBoard events of each stage
+//! RUN/fold-N/                     a cross-validation fold (itself a run), RUN/cv.json
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{PipelineError, Result};
+
+/// Marker written when a stage has completed: a resumed pipeline skips the stage and
+/// continues from its `final/` weights.
+const DONE: &str = "done.json";
+
+/// A training run's directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunDir {
+    root: PathBuf,
+}
+
+impl RunDir {
+    /// The run rooted at `root` (nothing is created or read).
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+
+    /// An existing run: fails unless `root` holds the resolved recipe a run writes first.
+    pub fn open(root: impl Into<PathBuf>) -> Result<Self> {
+        let run = Self::new(root);
+        if !run.recipe_path().is_file() {
+            return Err(PipelineError::RunDir {
+                path: run.root.clone(),
+                message: "not a training run directory (no recipe.toml)".into(),
+            });
+        }
+        Ok(run)
+    }
+
+    /// The run's root folder.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The resolved recipe the run was started with.
+    pub fn recipe_path(&self) -> PathBuf {
+        self.root.join("recipe.toml")
+    }
+
+    /// Where the index is built when the recipe names none.
+    pub fn default_index(&self) -> PathBuf {
+        self.root.join("index")
+    }
+
+    /// Stage `name` of round `round` (1-based) in a run of `rounds` rounds.
+    pub fn stage(&self, name: &str, round: usize, rounds: usize) -> StageDir {
+        let relative = if rounds <= 1 {
+            PathBuf::from(name)
+        } else {
+            Path::new(&format!("round-{round}")).join(name)
+        };
+        let label = if rounds <= 1 {
+            name.to_string()
+        } else {
+            format!("{name} (round {round})")
+        };
+        StageDir {
+            name: name.to_string(),
+            round,
+            dir: self.root.join(&relative),
+            relative,
+            label,
+        }
+    }
+
+    /// Every stage in run order: `order` repeated for `rounds` rounds.
+    pub fn stages(&self, order: &[String], rounds: usize) -> Vec<StageDir> {
+        let rounds = rounds.max(1);
+        (1..=rounds)
+            .flat_map(|round| order.iter().map(move |name| (round, name)))
+            .map(|(round, name)| self.stage(name, round, rounds))
+            .collect()
+    }
+
+    /// The `final/` weights of the last completed stage called `name` (in run order), e.g.
+    /// the latest trained generator (`lm_ft`) or query encoder (`r_ft`) of a multi-round run.
+    pub fn latest_final(&self, order: &[String], rounds: usize, name: &str) -> Option<PathBuf> {
+        self.stages(order, rounds)
+            .into_iter()
+            .rev()
+            .filter(|s| s.name == name)
+            .find(StageDir::is_done)
+            .map(|s| s.final_dir())
+    }
+
+    /// TensorBoard run folder of `stage`.
+    pub fn tensorboard_dir(&self, stage: &StageDir) -> PathBuf {
+        self.root.join("tensorboard").join(&stage.relative)
+    }
+
+    /// Default file of an evaluation report named `name` (e.g. `eval-ensemble.json`).
+    pub fn eval_report(&self, name: &str) -> PathBuf {
+        self.root.join(name)
+    }
+
+    /// Fold `fold` (0-based) of a cross-validation, itself a run.
+    pub fn fold(&self, fold: usize) -> RunDir {
+        RunDir::new(self.root.join(format!("fold-{fold}")))
+    }
+
+    /// The cross-validation summary.
+    pub fn cv_summary(&self) -> PathBuf {
+        self.root.join("cv.json")
+    }
+
+    /// The per-stage metric logs found on disk, `(stage path relative to the run, log)`, in
+    /// run order: `lm_ft`, `r_ft`, then `round-N/<stage>` by round. Also accepts a single
+    /// stage directory (relative path empty). Used where the recipe may be unknown (reports).
+    pub fn stage_logs(&self) -> Result<Vec<(PathBuf, PathBuf)>> {
+        let mut out = Vec::new();
+        let log = |dir: &Path| dir.join("metrics.jsonl");
+        if log(&self.root).is_file() {
+            out.push((PathBuf::new(), log(&self.root)));
+            return Ok(out);
+        }
+        let mut rounds: Vec<(u64, String)> = Vec::new();
+        for sub in subdirs(&self.root)? {
+            if let Some(n) = sub.strip_prefix("round-").and_then(|n| n.parse().ok()) {
+                rounds.push((n, sub));
+            } else if log(&self.root.join(&sub)).is_file() {
+                out.push((PathBuf::from(&sub), log(&self.root.join(&sub))));
+            }
+        }
+        rounds.sort();
+        for (_, round) in rounds {
+            for stage in subdirs(&self.root.join(&round))? {
+                let relative = Path::new(&round).join(&stage);
+                let path = log(&self.root.join(&relative));
+                if path.is_file() {
+                    out.push((relative, path));
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Sorted names of the sub-folders of `dir`.
+fn subdirs(dir: &Path) -> Result<Vec<String>> {
+    let entries = std::fs::read_dir(dir).map_err(|e| PipelineError::io(dir, e))?;
+    let mut names = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| PipelineError::io(dir, e))?;
+        if entry.path().is_dir() {
+            names.push(entry.file_name().to_string_lossy().into_owned());
+        }
+    }
+    names.sort();
+    Ok(names)
+}
+
+/// One stage of a run: its folder and what lives in it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StageDir {
+    /// The stage's name (`lm_ft`, `r_ft`, or a registered stage's).
+    pub name: String,
+    /// Its round, from 1.
+    pub round: usize,
+    /// The folder.
+    pub dir: PathBuf,
+    /// The folder relative to the run root (`lm_ft`, `round-2/r_ft`).
+    pub relative: PathBuf,
+    /// How logs and tables name it (`lm_ft`, `lm_ft (round 2)`).
+    pub label: String,
+}
+
+impl StageDir {
+    /// The exported weights of the completed stage.
+    pub fn final_dir(&self) -> PathBuf {
+        self.dir.join("final")
+    }
+
+    /// The stage's JSONL metric log.
+    pub fn metrics_log(&self) -> PathBuf {
+        self.dir.join("metrics.jsonl")
+    }
+
+    /// R-ft's on-disk cache of generator scores.
+    pub fn score_cache(&self) -> PathBuf {
+        self.dir.join("lm_scores.jsonl")
+    }
+
+    /// Whether the stage completed (done marker and final weights present).
+    pub fn is_done(&self) -> bool {
+        self.dir.join(DONE).is_file() && self.final_dir().is_dir()
+    }
+
+    /// The report of the stage when it completed earlier.
+    pub fn read_done(&self) -> Result<Option<StageDone>> {
+        if !self.is_done() {
+            return Ok(None);
+        }
+        let path = self.dir.join(DONE);
+        let text = std::fs::read_to_string(&path).map_err(|e| PipelineError::io(&path, e))?;
+        let done = serde_json::from_str(&text).map_err(|e| PipelineError::Json {
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
+        Ok(Some(done))
+    }
+
+    /// Marks the stage complete with its report (atomically: a crash leaves no half marker).
+    pub fn mark_done(&self, done: &StageDone) -> Result<()> {
+        let path = self.dir.join(DONE);
+        let json = serde_json::to_vec_pretty(done).map_err(|e| PipelineError::Json {
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
+        crate::fsutil::atomic_write(&path, &json)
+    }
+}
+
+/// What a completed stage reports: its rows of the result table and its final dev metrics.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct StageDone {
+    /// Markdown table rows (before / after on the dev set).
+    pub rows: Vec<String>,
+    /// Final dev metrics, e.g. `("dev/em", 0.7)`.
+    pub metrics: Vec<(String, f64)>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn complete(stage: &StageDir) {
+        std::fs::create_dir_all(stage.final_dir()).unwrap();
+        stage.mark_done(&StageDone::default()).unwrap();
+    }
+
+    #[test]
+    fn one_round_stages_live_at_the_root_and_rounds_under_round_n() {
+        let run = RunDir::new("/runs/x");
+        let one = run.stage("lm_ft", 1, 1);
+        assert_eq!(one.dir, Path::new("/runs/x/lm_ft"));
+        assert_eq!(one.label, "lm_ft");
+        let two = run.stage("r_ft", 2, 3);
+        assert_eq!(two.dir, Path::new("/runs/x/round-2/r_ft"));
+        assert_eq!(two.label, "r_ft (round 2)");
+        assert_eq!(run.tensorboard_dir(&two), Path::new("/runs/x/tensorboard/round-2/r_ft"));
+        let order = ["lm_ft".to_string(), "r_ft".to_string()];
+        let labels: Vec<String> = run.stages(&order, 2).into_iter().map(|s| s.label).collect();
+        assert_eq!(
+            labels,
+            ["lm_ft (round 1)", "r_ft (round 1)", "lm_ft (round 2)", "r_ft (round 2)"]
+        );
+    }
+
+    #[test]
+    fn the_latest_final_is_the_last_completed_round() {
+        let tmp = tempfile::tempdir().unwrap();
+        let run = RunDir::new(tmp.path());
+        let order = ["lm_ft".to_string(), "r_ft".to_string()];
+        assert_eq!(run.latest_final(&order, 3, "lm_ft"), None);
+        complete(&run.stage("lm_ft", 1, 3));
+        complete(&run.stage("r_ft", 1, 3));
+        complete(&run.stage("lm_ft", 2, 3));
+        // Round 2's R-ft was interrupted: final weights without a done marker do not count.
+        std::fs::create_dir_all(run.stage("r_ft", 2, 3).final_dir()).unwrap();
+        assert_eq!(
+            run.latest_final(&order, 3, "lm_ft"),
+            Some(tmp.path().join("round-2/lm_ft/final"))
+        );
+        assert_eq!(
+            run.latest_final(&order, 3, "r_ft"),
+            Some(tmp.path().join("round-1/r_ft/final"))
+        );
+        // The same folders read as a one-round run hold no stage at the root.
+        assert_eq!(run.latest_final(&order, 1, "lm_ft"), None);
+    }
+
+    #[test]
+    fn done_markers_round_trip_and_a_corrupt_one_names_its_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        let stage = RunDir::new(tmp.path()).stage("lm_ft", 1, 1);
+        std::fs::create_dir_all(stage.final_dir()).unwrap();
+        assert_eq!(stage.read_done().unwrap(), None);
+        let done = StageDone {
+            rows: vec!["| a |".into()],
+            metrics: vec![("dev/em".into(), 0.5)],
+        };
+        stage.mark_done(&done).unwrap();
+        assert_eq!(stage.read_done().unwrap(), Some(done));
+        std::fs::write(stage.dir.join(DONE), "{not json").unwrap();
+        let err = stage.read_done().unwrap_err().to_string();
+        assert!(err.contains("done.json"), "{err}");
+    }
+
+    #[test]
+    fn stage_logs_are_found_in_run_order() {
+        let tmp = tempfile::tempdir().unwrap();
+        for stage in ["round-10/lm_ft", "round-2/r_ft", "round-2/lm_ft"] {
+            let dir = tmp.path().join(stage);
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(dir.join("metrics.jsonl"), "").unwrap();
+        }
+        let logs: Vec<PathBuf> = RunDir::new(tmp.path())
+            .stage_logs()
+            .unwrap()
+            .into_iter()
+            .map(|(relative, _)| relative)
+            .collect();
+        let expected: Vec<PathBuf> = ["round-2/lm_ft", "round-2/r_ft", "round-10/lm_ft"]
+            .iter()
+            .map(PathBuf::from)
+            .collect();
+        assert_eq!(logs, expected);
+    }
+}
