@@ -2,12 +2,10 @@
 
 use std::path::PathBuf;
 
-mod bench;
 mod data;
 mod eval;
 mod index;
 mod logging;
-mod report;
 mod train;
 
 use anyhow::{bail, Context, Result};
@@ -114,9 +112,9 @@ enum Command {
     Index(index::IndexCommand),
     /// Throughput benchmarks (DESIGN.md, "Benchmarks").
     #[command(subcommand)]
-    Bench(bench::BenchCommand),
+    Bench(radit_bench::BenchCommand),
     /// Markdown report with SVG plots from `radit eval` reports and `radit train` logs.
-    Report(report::ReportArgs),
+    Report(ReportArgs),
     /// Write a model as a Hugging Face safetensors checkpoint.
     Export {
         /// Model to read.
@@ -129,6 +127,53 @@ enum Command {
         #[arg(long, value_enum, default_value = "generator")]
         kind: ModelKind,
     },
+}
+
+/// `radit report`: parsed here, written by `radit_eval::summary`.
+#[derive(clap::Args)]
+struct ReportArgs {
+    /// An evaluation report written by `radit eval` (JSON), as LABEL=PATH; repeatable. The
+    /// differences are taken to the first one.
+    #[arg(long = "eval", value_name = "LABEL=PATH")]
+    evals: Vec<String>,
+    /// A `radit train` output directory, as LABEL=DIR; repeatable. Its stages' logs are
+    /// `lm_ft/metrics.jsonl`, `r_ft/metrics.jsonl` or `round-N/<stage>/metrics.jsonl` (or DIR
+    /// is one stage directory with its own `metrics.jsonl`).
+    #[arg(long = "run", value_name = "LABEL=DIR")]
+    runs: Vec<String>,
+    /// Title of the report.
+    #[arg(long, default_value = "radit report")]
+    title: String,
+    /// Output directory: README.md and the SVG plots.
+    #[arg(long)]
+    out: PathBuf,
+    /// The command that regenerates the report, recorded verbatim (default: this command
+    /// line).
+    #[arg(long, value_name = "TEXT")]
+    command: Option<String>,
+    /// Bootstrap resamples of the paired difference intervals.
+    #[arg(long, default_value_t = 1000)]
+    resamples: usize,
+    /// Seed of the paired bootstrap.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+}
+
+impl ReportArgs {
+    /// The flags as a summary request; the default command is this command line.
+    fn request(self) -> radit_eval::summary::SummaryRequest {
+        radit_eval::summary::SummaryRequest {
+            evals: self.evals,
+            runs: self.runs,
+            title: self.title,
+            out: self.out,
+            command: self.command.unwrap_or_else(|| {
+                radit_eval::summary::command_line("radit", std::env::args().skip(1))
+            }),
+            resamples: self.resamples,
+            seed: self.seed,
+        }
+    }
 }
 
 /// `radit data ...`
@@ -223,9 +268,12 @@ fn main() -> Result<()> {
         Command::Eval(args) => eval::eval(&args, &device)?,
         Command::Ask(args) => eval::ask(&args, &device)?,
         Command::Index(command) => index::run(command, &device)?,
-        Command::Bench(command) => bench::run(command, &device)?,
+        Command::Bench(command) => radit_bench::run(command, &device)?,
         Command::Data(DataCommand::Answerable(args)) => data::answerable(&args)?,
-        Command::Report(args) => report::run(&args)?,
+        Command::Report(args) => {
+            let readme = radit_eval::summary::write_summary(&args.request())?;
+            eprintln!("wrote {}", readme.display());
+        }
         Command::Train(run) => train::run(&run, &device)?,
         Command::Cv { run, folds } => train::cross_validation(&run, folds, &device)?,
         Command::Export { model, out, kind } => {

@@ -20,7 +20,8 @@
 //! bootstrap 95 % intervals for EM and F1, [`bootstrap`]), accuracy on multiple-choice
 //! questions, recall@k and MRR of the first answer-bearing chunk, and one record per question
 //! (prediction, candidates, chunks with their weights). It serializes to JSON and renders as
-//! a Markdown table ([`report`]).
+//! a Markdown table ([`report`]). [`summary`] turns several such reports and the training
+//! logs of runs into one Markdown study with paired differences and SVG plots (`radit report`).
 
 #![deny(missing_docs)]
 
@@ -28,6 +29,7 @@ pub mod bootstrap;
 pub mod ensemble;
 mod pipeline;
 pub mod report;
+pub mod summary;
 
 use std::fmt;
 use std::str::FromStr;

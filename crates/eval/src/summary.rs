@@ -1,23 +1,28 @@
-//! `radit report`: evaluation reports (`radit eval --output`) and training logs
-//! (`metrics.jsonl` of `radit train` stages) as one Markdown report with SVG plots.
+//! The study summary behind `radit report`: evaluation reports (`radit eval --output`) and
+//! training logs (`metrics.jsonl` of `radit train` stages) as one Markdown report with SVG
+//! plots.
 //!
 //! The report (`OUT/README.md`) holds the command that regenerates it, the comparison table
-//! of the evaluations (`radit_eval::markdown_table`), paired bootstrap intervals of each
-//! evaluation's EM / F1 difference to the first one, a summary of every training stage, and
-//! links to the plots written beside it: EM / F1 per evaluation (`metrics.svg`), recall@k for
-//! every k up to the retrieval depth (`recall-at-k.svg`), `train/loss` per stage kind
-//! (`loss-<stage>.svg`) and the `dev/*` metrics per stage kind (`dev-<stage>.svg`).
+//! of the evaluations ([`markdown_table`](crate::markdown_table)), paired bootstrap intervals
+//! of each evaluation's EM / F1 difference to the first one, a summary of every training
+//! stage, and links to the plots written beside it: EM / F1 per evaluation (`metrics.svg`),
+//! recall@k for every k up to the retrieval depth (`recall-at-k.svg`), `train/loss` per stage
+//! kind (`loss-<stage>.svg`) and the `dev/*` metrics per stage kind (`dev-<stage>.svg`).
+//!
+//! Where a training run keeps its stage logs is knowledge of the run-directory layout, not of
+//! the summary: [`stage_logs`] alone holds it, and the summary only reads the list of
+//! `(stage, metrics.jsonl)` it returns, so a typed owner of the run directory can replace it.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use radit_data::metrics::RetrievalMetrics;
-use radit_eval::{bootstrap_ci, markdown_table, ConfidenceInterval, EvalReport};
+
+use crate::{bootstrap_ci, markdown_table, ConfidenceInterval, EvalReport};
 
 /// Coverage of the difference intervals.
 const LEVEL: f64 = 0.95;
@@ -25,98 +30,211 @@ const LEVEL: f64 = 0.95;
 /// Plot size in pixels.
 const SIZE: (u32, u32) = (800, 480);
 
-/// `radit report`
-#[derive(clap::Args)]
-pub struct ReportArgs {
-    /// An evaluation report written by `radit eval` (JSON), as LABEL=PATH; repeatable. The
-    /// differences are taken to the first one.
-    #[arg(long = "eval", value_name = "LABEL=PATH")]
+/// Errors of writing a summary.
+#[derive(Debug, thiserror::Error)]
+pub enum SummaryError {
+    /// The request is unusable (nothing to report, a malformed or repeated label).
+    #[error("{0}")]
+    Argument(String),
+    /// An evaluation report cannot be read.
+    #[error("--eval {label}: cannot read {}", path.display())]
+    ReadEval {
+        /// Its label.
+        label: String,
+        /// Its file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A file is not an evaluation report.
+    #[error("--eval {label}: {} is not a `radit eval` JSON report", path.display())]
+    NotEvalReport {
+        /// Its label.
+        label: String,
+        /// Its file.
+        path: PathBuf,
+        /// Why it does not parse.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A training run's stage logs cannot be found.
+    #[error("--run {label}: {error}")]
+    Run {
+        /// The run's label.
+        label: String,
+        /// What is wrong with its directory.
+        error: RunLayoutError,
+    },
+    /// A stage's `metrics.jsonl` cannot be read.
+    #[error("cannot read {}", path.display())]
+    ReadLog {
+        /// The log file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The output directory cannot be created.
+    #[error("cannot create {}", path.display())]
+    CreateOut {
+        /// The output directory.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The README or a plot cannot be written.
+    #[error("cannot write {}", path.display())]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Drawing a plot failed.
+    #[error("drawing {}", path.display())]
+    Plot {
+        /// The plot's file.
+        path: PathBuf,
+        /// plotters' error.
+        #[source]
+        source: PlotError,
+    },
+}
+
+/// A plotters error: its type is generic over the drawing backend, so it is kept boxed.
+pub type PlotError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Why a training run directory yields no stage logs.
+#[derive(Debug, thiserror::Error)]
+pub enum RunLayoutError {
+    /// The path is not a directory.
+    #[error("{} is not a directory", .0.display())]
+    NotADirectory(PathBuf),
+    /// A directory cannot be listed. The I/O error is part of the message because
+    /// [`SummaryError::Run`] shows this error inline, after the run's label.
+    #[error("cannot read {}: {io}", path.display())]
+    Read {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        io: std::io::Error,
+    },
+    /// No stage of the run has logged anything.
+    #[error(
+        "no metrics.jsonl in {} (expected lm_ft/, r_ft/ or round-N/<stage>/)",
+        .0.display()
+    )]
+    NoStageLogs(PathBuf),
+}
+
+/// What to summarize and where: `radit report`'s flags.
+#[derive(Debug, Clone)]
+pub struct SummaryRequest {
+    /// Evaluation reports written by `radit eval` (JSON), as `LABEL=PATH`. The differences
+    /// are taken to the first one.
     pub evals: Vec<String>,
-    /// A `radit train` output directory, as LABEL=DIR; repeatable. Its stages' logs are
-    /// `lm_ft/metrics.jsonl`, `r_ft/metrics.jsonl` or `round-N/<stage>/metrics.jsonl` (or DIR
-    /// is one stage directory with its own `metrics.jsonl`).
-    #[arg(long = "run", value_name = "LABEL=DIR")]
+    /// `radit train` output directories, as `LABEL=DIR` (see [`stage_logs`] for where their
+    /// logs are looked for).
     pub runs: Vec<String>,
     /// Title of the report.
-    #[arg(long, default_value = "radit report")]
     pub title: String,
     /// Output directory: README.md and the SVG plots.
-    #[arg(long)]
     pub out: PathBuf,
-    /// The command that regenerates the report, recorded verbatim (default: this command
-    /// line).
-    #[arg(long, value_name = "TEXT")]
-    pub command: Option<String>,
+    /// The command that regenerates the report, recorded verbatim.
+    pub command: String,
     /// Bootstrap resamples of the paired difference intervals.
-    #[arg(long, default_value_t = 1000)]
     pub resamples: usize,
     /// Seed of the paired bootstrap.
-    #[arg(long, default_value_t = 0)]
     pub seed: u64,
 }
 
-/// Writes the report and its plots.
-pub fn run(args: &ReportArgs) -> Result<()> {
-    if args.evals.is_empty() && args.runs.is_empty() {
-        bail!("nothing to report: give at least one --eval LABEL=PATH or --run LABEL=DIR");
+/// Writes the report and its plots into `request.out`; returns the README's path.
+///
+/// Lines of a `metrics.jsonl` that are not `{"step": N, ...}` objects are skipped with a
+/// warning on stderr (a log cut short by a crash still gives its earlier steps).
+pub fn write_summary(request: &SummaryRequest) -> Result<PathBuf, SummaryError> {
+    if request.evals.is_empty() && request.runs.is_empty() {
+        return Err(SummaryError::Argument(
+            "nothing to report: give at least one --eval LABEL=PATH or --run LABEL=DIR".into(),
+        ));
     }
-    let evals = labeled(&args.evals, "--eval")?
+    let evals = labeled(&request.evals, "--eval")?
         .into_iter()
         .map(|(label, path)| load_eval(label, &path))
-        .collect::<Result<Vec<_>>>()?;
-    let runs = labeled(&args.runs, "--run")?
+        .collect::<Result<Vec<_>, _>>()?;
+    let runs = labeled(&request.runs, "--run")?
         .into_iter()
-        .map(|(label, dir)| load_run(label, &dir))
-        .collect::<Result<Vec<_>>>()?;
-    std::fs::create_dir_all(&args.out)
-        .with_context(|| format!("cannot create {}", args.out.display()))?;
-    let command = args.command.clone().unwrap_or_else(this_command);
+        .map(|(label, dir)| {
+            // The one place the run-directory layout is consulted.
+            let logs = stage_logs(&dir).map_err(|error| SummaryError::Run {
+                label: label.clone(),
+                error,
+            })?;
+            load_stages(&label, &logs)
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let out = &request.out;
+    std::fs::create_dir_all(out).map_err(|source| SummaryError::CreateOut {
+        path: out.clone(),
+        source,
+    })?;
 
     let mut md = String::new();
-    let _ = writeln!(md, "# {}\n", args.title.trim());
+    let _ = writeln!(md, "# {}\n", request.title.trim());
     let _ = writeln!(
         md,
-        "Regenerate this report with:\n\n```sh\n{command}\n```\n"
+        "Regenerate this report with:\n\n```sh\n{}\n```\n",
+        request.command
     );
     if !evals.is_empty() {
-        eval_section(&mut md, &evals, args)?;
+        eval_section(&mut md, &evals, request)?;
     }
     if !runs.is_empty() {
-        training_section(&mut md, &runs, &args.out)?;
+        training_section(&mut md, &runs, out)?;
     }
-    let readme = args.out.join("README.md");
-    std::fs::write(&readme, md).with_context(|| format!("cannot write {}", readme.display()))?;
-    eprintln!("wrote {}", readme.display());
-    Ok(())
+    let readme = out.join("README.md");
+    write_file(&readme, md)?;
+    Ok(readme)
 }
 
 /// Splits `LABEL=PATH` arguments; labels must be distinct and non-empty.
-fn labeled(values: &[String], flag: &str) -> Result<Vec<(String, PathBuf)>> {
+fn labeled(values: &[String], flag: &str) -> Result<Vec<(String, PathBuf)>, SummaryError> {
     let mut out: Vec<(String, PathBuf)> = Vec::new();
     for v in values {
         let Some((label, path)) = v.split_once('=') else {
-            bail!("{flag} `{v}`: expected LABEL=PATH");
+            return Err(SummaryError::Argument(format!(
+                "{flag} `{v}`: expected LABEL=PATH"
+            )));
         };
         let label = label.trim();
         if label.is_empty() || path.is_empty() {
-            bail!("{flag} `{v}`: expected LABEL=PATH with a non-empty label and path");
+            return Err(SummaryError::Argument(format!(
+                "{flag} `{v}`: expected LABEL=PATH with a non-empty label and path"
+            )));
         }
         if out.iter().any(|(l, _)| l == label) {
-            bail!("{flag}: the label `{label}` is given twice");
+            return Err(SummaryError::Argument(format!(
+                "{flag}: the label `{label}` is given twice"
+            )));
         }
         out.push((label.to_string(), PathBuf::from(path)));
     }
     Ok(out)
 }
 
-/// This command line, shell-quoted, with the program named `radit`.
-fn this_command() -> String {
-    std::iter::once("radit".to_string())
-        .chain(std::env::args().skip(1).map(|a| shell_quote(&a)))
+/// A command line as one shell-quoted string, `program` first: the default "regenerate
+/// with" command of a report is the command line that wrote it.
+pub fn command_line(program: &str, args: impl IntoIterator<Item = String>) -> String {
+    std::iter::once(program.to_string())
+        .chain(args.into_iter().map(|a| shell_quote(&a)))
         .collect::<Vec<_>>()
         .join(" ")
 }
 
+/// `s` as one shell word: unchanged when it has no special characters, else single-quoted.
 fn shell_quote(s: &str) -> String {
     let plain = !s.is_empty()
         && s.chars()
@@ -126,6 +244,14 @@ fn shell_quote(s: &str) -> String {
     } else {
         format!("'{}'", s.replace('\'', r"'\''"))
     }
+}
+
+/// Writes `contents` to `path`.
+fn write_file(path: &Path, contents: String) -> Result<(), SummaryError> {
+    std::fs::write(path, contents).map_err(|source| SummaryError::Write {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 /// A `|` would end a Markdown table cell.
@@ -156,15 +282,27 @@ struct Eval {
     report: EvalReport,
 }
 
-fn load_eval(label: String, path: &Path) -> Result<Eval> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("--eval {label}: cannot read {}", path.display()))?;
-    let report: EvalReport = serde_json::from_str(&text).with_context(|| {
-        format!(
-            "--eval {label}: {} is not a `radit eval` JSON report",
-            path.display()
-        )
-    })?;
+fn load_eval(label: String, path: &Path) -> Result<Eval, SummaryError> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(source) => {
+            return Err(SummaryError::ReadEval {
+                label,
+                path: path.to_path_buf(),
+                source,
+            })
+        }
+    };
+    let report: EvalReport = match serde_json::from_str(&text) {
+        Ok(report) => report,
+        Err(source) => {
+            return Err(SummaryError::NotEvalReport {
+                label,
+                path: path.to_path_buf(),
+                source,
+            })
+        }
+    };
     Ok(Eval {
         label,
         path: path.to_path_buf(),
@@ -172,7 +310,11 @@ fn load_eval(label: String, path: &Path) -> Result<Eval> {
     })
 }
 
-fn eval_section(md: &mut String, evals: &[Eval], args: &ReportArgs) -> Result<()> {
+fn eval_section(
+    md: &mut String,
+    evals: &[Eval],
+    args: &SummaryRequest,
+) -> Result<(), SummaryError> {
     md.push_str("## Evaluation\n\n");
     for e in evals {
         let run = &e.report.run;
@@ -304,7 +446,7 @@ fn excludes_zero(c: &ConfidenceInterval) -> &'static str {
     }
 }
 
-fn differences(md: &mut String, evals: &[Eval], args: &ReportArgs) {
+fn differences(md: &mut String, evals: &[Eval], args: &SummaryRequest) {
     md.push_str("### Differences\n\n");
     let Some((base, rest)) = evals.split_first() else {
         return;
@@ -418,17 +560,76 @@ impl StageLog {
     }
 }
 
+/// One stage log of a training run, as [`stage_logs`] finds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StageLogFile {
+    /// The stage directory relative to the run (`lm_ft`, `round-2/r_ft`; empty when the run
+    /// directory is itself the stage).
+    pub stage: String,
+    /// Its `metrics.jsonl`.
+    pub metrics: PathBuf,
+}
+
+/// The stage logs of the `radit train` output directory `run_dir`, in report order: the
+/// directory's own `metrics.jsonl` (it is one stage directory), then `<stage>/metrics.jsonl`
+/// for each subdirectory (`lm_ft`, `r_ft`) and `round-N/<stage>/metrics.jsonl` for each round,
+/// rounds in numeric order and other names sorted.
+///
+/// This is the run-directory layout, kept apart from the summary (which only reads the list)
+/// until a typed owner of the run directory takes it over.
+pub fn stage_logs(run_dir: &Path) -> Result<Vec<StageLogFile>, RunLayoutError> {
+    if !run_dir.is_dir() {
+        return Err(RunLayoutError::NotADirectory(run_dir.to_path_buf()));
+    }
+    let mut stages: Vec<String> = Vec::new();
+    if run_dir.join("metrics.jsonl").is_file() {
+        stages.push(String::new());
+    }
+    for sub in subdirs(run_dir)? {
+        if run_dir.join(&sub).join("metrics.jsonl").is_file() {
+            stages.push(sub.clone());
+        }
+        if round_number(&sub).is_some() {
+            for stage in subdirs(&run_dir.join(&sub))? {
+                if run_dir
+                    .join(&sub)
+                    .join(&stage)
+                    .join("metrics.jsonl")
+                    .is_file()
+                {
+                    stages.push(format!("{sub}/{stage}"));
+                }
+            }
+        }
+    }
+    if stages.is_empty() {
+        return Err(RunLayoutError::NoStageLogs(run_dir.to_path_buf()));
+    }
+    Ok(stages
+        .into_iter()
+        .map(|stage| StageLogFile {
+            metrics: run_dir.join(&stage).join("metrics.jsonl"),
+            stage,
+        })
+        .collect())
+}
+
 /// `round-N` → N, for numeric order.
 fn round_number(name: &str) -> Option<u64> {
     name.strip_prefix("round-")?.parse().ok()
 }
 
 /// Subdirectory names of `dir`, rounds in numeric order, others by name.
-fn subdirs(dir: &Path) -> Result<Vec<String>> {
+fn subdirs(dir: &Path) -> Result<Vec<String>, RunLayoutError> {
+    let unreadable = |io| RunLayoutError::Read {
+        path: dir.to_path_buf(),
+        io,
+    };
     let mut names = Vec::new();
-    for entry in std::fs::read_dir(dir).with_context(|| format!("cannot read {}", dir.display()))? {
-        let entry = entry.with_context(|| format!("cannot read {}", dir.display()))?;
+    for entry in std::fs::read_dir(dir).map_err(unreadable)? {
+        let entry = entry.map_err(unreadable)?;
         if entry.path().is_dir() {
+            // A name that is not UTF-8 cannot be a stage radit wrote.
             if let Some(n) = entry.file_name().to_str() {
                 names.push(n.to_string());
             }
@@ -438,47 +639,24 @@ fn subdirs(dir: &Path) -> Result<Vec<String>> {
     Ok(names)
 }
 
-fn load_run(label: String, dir: &Path) -> Result<Vec<StageLog>> {
-    if !dir.is_dir() {
-        bail!("--run {label}: {} is not a directory", dir.display());
-    }
-    let mut stages: Vec<String> = Vec::new();
-    if dir.join("metrics.jsonl").is_file() {
-        stages.push(String::new());
-    }
-    for sub in subdirs(dir)? {
-        if dir.join(&sub).join("metrics.jsonl").is_file() {
-            stages.push(sub.clone());
-        }
-        if round_number(&sub).is_some() {
-            for stage in subdirs(&dir.join(&sub))? {
-                if dir.join(&sub).join(&stage).join("metrics.jsonl").is_file() {
-                    stages.push(format!("{sub}/{stage}"));
-                }
-            }
-        }
-    }
-    if stages.is_empty() {
-        bail!(
-            "--run {label}: no metrics.jsonl in {} (expected lm_ft/, r_ft/ or round-N/<stage>/)",
-            dir.display()
-        );
-    }
-    stages
-        .into_iter()
-        .map(|stage| {
-            let stage_dir = dir.join(&stage);
+/// Reads the logs of the run labeled `label`.
+fn load_stages(label: &str, logs: &[StageLogFile]) -> Result<Vec<StageLog>, SummaryError> {
+    logs.iter()
+        .map(|log| {
+            // The stage kind is the directory's name; canonical, so that a run given as `.`
+            // (itself a stage directory) is named after the directory.
+            let stage_dir = log.metrics.parent().unwrap_or(Path::new(""));
             let kind = stage_dir
                 .canonicalize()
-                .unwrap_or_else(|_| stage_dir.clone())
+                .unwrap_or_else(|_| stage_dir.to_path_buf())
                 .file_name()
                 .and_then(|n| n.to_str())
                 .unwrap_or("stage")
                 .to_string();
-            let scalars = read_jsonl(&stage_dir.join("metrics.jsonl"))?;
+            let scalars = read_jsonl(&log.metrics)?;
             Ok(StageLog {
-                run: label.clone(),
-                stage,
+                run: label.to_string(),
+                stage: log.stage.clone(),
                 kind,
                 scalars,
             })
@@ -489,9 +667,11 @@ fn load_run(label: String, dir: &Path) -> Result<Vec<StageLog>> {
 /// Reads a `metrics.jsonl`: `{"step":N,"name":value,...}` per line. Non-numeric values
 /// (`null` for a non-finite one) are skipped, lines that are not such an object are skipped
 /// with a warning, and a step logged twice (a resumed run) keeps its last value.
-fn read_jsonl(path: &Path) -> Result<BTreeMap<String, BTreeMap<u64, f64>>> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+fn read_jsonl(path: &Path) -> Result<BTreeMap<String, BTreeMap<u64, f64>>, SummaryError> {
+    let text = std::fs::read_to_string(path).map_err(|source| SummaryError::ReadLog {
+        path: path.to_path_buf(),
+        source,
+    })?;
     let mut out: BTreeMap<String, BTreeMap<u64, f64>> = BTreeMap::new();
     let mut skipped = 0usize;
     for line in text.lines().filter(|l| !l.trim().is_empty()) {
@@ -520,7 +700,11 @@ fn read_jsonl(path: &Path) -> Result<BTreeMap<String, BTreeMap<u64, f64>>> {
     Ok(out)
 }
 
-fn training_section(md: &mut String, runs: &[Vec<StageLog>], out: &Path) -> Result<()> {
+fn training_section(
+    md: &mut String,
+    runs: &[Vec<StageLog>],
+    out: &Path,
+) -> Result<(), SummaryError> {
     md.push_str("## Training\n\n");
     md.push_str(
         "| run | stage | steps | train/loss first → last (min) | dev metrics (last eval) |\n\
@@ -661,16 +845,23 @@ fn tick(x: f64) -> String {
 /// Renders into an SVG string, then writes it to `path`.
 fn write_svg(
     path: &Path,
-    draw: impl FnOnce(&DrawingArea<SVGBackend<'_>, Shift>) -> Result<()>,
-) -> Result<()> {
+    draw: impl FnOnce(&DrawingArea<SVGBackend<'_>, Shift>) -> Result<(), PlotError>,
+) -> Result<(), SummaryError> {
     let mut svg = String::new();
     {
         let root = SVGBackend::with_string(&mut svg, SIZE).into_drawing_area();
-        root.fill(&WHITE)?;
-        draw(&root).with_context(|| format!("drawing {}", path.display()))?;
-        root.present()?;
+        let drawn: Result<(), PlotError> = (|| {
+            root.fill(&WHITE)?;
+            draw(&root)?;
+            root.present()?;
+            Ok(())
+        })();
+        drawn.map_err(|source| SummaryError::Plot {
+            path: path.to_path_buf(),
+            source,
+        })?;
     }
-    std::fs::write(path, svg).with_context(|| format!("cannot write {}", path.display()))
+    write_file(path, svg)
 }
 
 /// A line chart with one series per name.
@@ -685,7 +876,7 @@ struct LineChart<'a> {
 }
 
 impl LineChart<'_> {
-    fn draw(&self, path: &Path, series: &[(String, Vec<(f64, f64)>)]) -> Result<()> {
+    fn draw(&self, path: &Path, series: &[(String, Vec<(f64, f64)>)]) -> Result<(), SummaryError> {
         let points = || series.iter().flat_map(|(_, p)| p.iter());
         let (x0, x1) = points().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), p| {
             (a.min(p.0), b.max(p.0))
@@ -753,7 +944,7 @@ impl LineChart<'_> {
 }
 
 /// EM and F1 bars per evaluation with their bootstrap intervals as whiskers.
-fn em_f1_chart(path: &Path, evals: &[Eval]) -> Result<()> {
+fn em_f1_chart(path: &Path, evals: &[Eval]) -> Result<(), SummaryError> {
     let n = evals.len().max(1);
     let top = evals
         .iter()
@@ -864,11 +1055,52 @@ mod tests {
     }
 
     #[test]
+    fn stage_logs_find_the_run_its_stages_and_rounds_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = dir.path();
+        for stage in [
+            "",
+            "lm_ft",
+            "r_ft",
+            "round-10/r_ft",
+            "round-2/lm_ft",
+            "empty",
+        ] {
+            std::fs::create_dir_all(run.join(stage)).unwrap();
+            if stage != "empty" {
+                std::fs::write(run.join(stage).join("metrics.jsonl"), "").unwrap();
+            }
+        }
+        let logs = stage_logs(run).unwrap();
+        let stages: Vec<&str> = logs.iter().map(|l| l.stage.as_str()).collect();
+        assert_eq!(
+            stages,
+            ["", "round-2/lm_ft", "round-10/r_ft", "lm_ft", "r_ft"]
+        );
+        assert_eq!(logs[1].metrics, run.join("round-2/lm_ft/metrics.jsonl"));
+        assert!(matches!(
+            stage_logs(&run.join("empty")),
+            Err(RunLayoutError::NoStageLogs(_))
+        ));
+        assert!(matches!(
+            stage_logs(&run.join("none")),
+            Err(RunLayoutError::NotADirectory(_))
+        ));
+    }
+
+    #[test]
     fn rounds_sort_numerically_and_quoting_is_shell_safe() {
         let mut v = vec!["round-10", "round-2", "lm_ft"];
         v.sort_by_key(|n| (round_number(n).unwrap_or(u64::MAX), n.to_string()));
         assert_eq!(v, ["round-2", "round-10", "lm_ft"]);
         assert_eq!(shell_quote("a=b/c.json"), "a=b/c.json");
         assert_eq!(shell_quote("it's"), r"'it'\''s'");
+        assert_eq!(
+            command_line(
+                "radit",
+                ["report".to_string(), "--title".into(), "a b".into()]
+            ),
+            "radit report --title 'a b'"
+        );
     }
 }

@@ -1,27 +1,80 @@
-//! `radit bench`: fixed workloads for comparing throughput with peers (DESIGN.md, "Benchmarks").
+//! `radit-bench`: the fixed workloads of `radit bench`, for comparing throughput with peers
+//! (DESIGN.md, "Benchmarks").
 //!
 //! Each workload has a PyTorch peer in `scripts/` (`bench_lmft_peer.py`, `bench_rft_peer.py`,
 //! `bench_lsr_peer.py`, `bench_generate_peer.py`) with the same arguments and the same keys in
 //! its `--json` line; `scripts/bench.sh WORKLOAD` runs both back to back.
+//!
+//! The clap types ([`BenchCommand`] and the specs it holds) live here rather than in the
+//! binary: their flags are the contract with the peers and `scripts/bench.sh`, so they are
+//! defined once, next to the code that reads them, and `radit bench` only flattens them.
+//! [`run`] prints the table (or the `--json` line) on stdout and per-step progress on stderr.
+
+#![deny(missing_docs)]
 
 use std::time::Instant;
 
-use anyhow::{bail, Context, Result};
 use burn::module::Module;
 use burn::optim::{AdamWConfig, GradientsParams};
 use burn::tensor::{Device, Tensor, TensorData};
 use clap::{Args, Subcommand};
-use radit_generator::{answer_nll, target_log_likelihood, LmTargets};
+use radit_generator::{answer_nll, target_log_likelihood, GeneratorError, LmTargets};
 use radit_models::generate::SplitMix64;
 use radit_models::layers::to_host;
 use radit_models::{
     generate, random_bert, random_llama, Bert, BertConfig, GenerationConfig, KvCache, Llama,
-    LlamaConfig, PaddingSide, Pooling, TokenBatch,
+    LlamaConfig, ModelError, PaddingSide, Pooling, TokenBatch,
 };
-use radit_retriever::loss::{LossBatch, LossParams, LossRegistry, RetrieverLoss};
+use radit_retriever::loss::{LossBatch, LossError, LossParams, LossRegistry, RetrieverLoss};
 use serde_json::{json, Value};
 
-/// `radit bench ...`
+/// Errors of a benchmark run.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    /// The flags do not describe a workload that can run (a zero size, a shape that does not
+    /// divide); the message names the flags.
+    #[error("{0}")]
+    InvalidArgument(String),
+    /// Building the random model of the workload failed.
+    #[error("building the model")]
+    Build(#[source] ModelError),
+    /// A model operation (batching, forward, generation, reading a tensor back) failed.
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    /// The generator's loss or scoring failed.
+    #[error(transparent)]
+    Generator(#[from] GeneratorError),
+    /// The retriever loss could not be built or evaluated.
+    #[error(transparent)]
+    Loss(#[from] LossError),
+    /// A training step's loss is NaN or infinite: the timings would not be of a real step.
+    #[error("step {step}: loss is {loss}")]
+    NonFiniteLoss {
+        /// The step (warmup steps included, from 0).
+        step: usize,
+        /// The loss value.
+        loss: f32,
+    },
+    /// Generation stopped early, so the tokens/s would count tokens that were not produced.
+    #[error("batch {batch}: generated {generated} tokens, expected {expected}")]
+    ShortGeneration {
+        /// The batch size.
+        batch: usize,
+        /// Tokens a row received.
+        generated: usize,
+        /// `--new-tokens`.
+        expected: usize,
+    },
+}
+
+type Result<T, E = BenchError> = std::result::Result<T, E>;
+
+/// The error of a flag check.
+fn invalid(message: &str) -> BenchError {
+    BenchError::InvalidArgument(message.to_owned())
+}
+
+/// `radit bench ...`: one workload and how to measure it.
 #[derive(Subcommand)]
 pub enum BenchCommand {
     /// W1: LM-ft training step (random Llama, answer-only loss, AdamW); tokens/s.
@@ -230,8 +283,11 @@ pub struct GenerateSpec {
     common: CommonArgs,
 }
 
-/// Runs one `radit bench` command.
-pub fn run(command: BenchCommand, device: &Device) -> Result<()> {
+/// Runs one `radit bench` command on `device`: the table (or `--json` line) goes to stdout.
+///
+/// `--threads` sets `RAYON_NUM_THREADS`, which only takes effect if no tensor op has run yet
+/// in this process (rayon's global pool is built once).
+pub fn run(command: BenchCommand, device: &Device) -> Result<(), BenchError> {
     let common = match &command {
         BenchCommand::LmFt(s) => &s.common,
         BenchCommand::RFt(s) => &s.common,
@@ -282,10 +338,10 @@ impl LlamaArgs {
     /// The Llama config of the peers (untied embeddings, as transformers' default).
     fn config(&self, positions: usize) -> Result<LlamaConfig> {
         if self.heads == 0 || !self.hidden.is_multiple_of(self.heads) {
-            bail!("--hidden must be a multiple of --heads");
+            return Err(invalid("--hidden must be a multiple of --heads"));
         }
         if self.vocab < 2 {
-            bail!("--vocab must be at least 2");
+            return Err(invalid("--vocab must be at least 2"));
         }
         Ok(LlamaConfig {
             max_position_embeddings: positions.max(2048),
@@ -462,7 +518,7 @@ fn train_steps<M: Module>(
     sync: impl Fn(&M),
 ) -> Result<StepRun> {
     if s.steps == 0 {
-        bail!("--steps must be at least 1");
+        return Err(invalid("--steps must be at least 1"));
     }
     let mut optim = optim.init();
     let mut times = Vec::with_capacity(s.steps);
@@ -488,7 +544,10 @@ fn train_steps<M: Module>(
         t.optim = o0.elapsed().as_secs_f64();
         t.total = start.elapsed().as_secs_f64();
         if !loss_value.is_finite() {
-            bail!("step {step}: loss is {loss_value}");
+            return Err(BenchError::NonFiniteLoss {
+                step,
+                loss: loss_value,
+            });
         }
         if step >= s.warmup {
             times.push(t);
@@ -596,16 +655,15 @@ impl StepRun {
 
 fn lm_ft(s: &LmFtSpec, device: &Device) -> Result<()> {
     if s.answer == 0 || s.answer >= s.seq {
-        bail!("--answer must be in 1..seq");
+        return Err(invalid("--answer must be in 1..seq"));
     }
     if s.batch == 0 {
-        bail!("--batch must be at least 1");
+        return Err(invalid("--batch must be at least 1"));
     }
     let config = s.model.config(s.seq)?;
     let source = random_llama(&config, 0);
     let train_device = device.clone().autodiff();
-    let model =
-        Llama::load(&source, config.clone(), &train_device).context("building the model")?;
+    let model = Llama::load(&source, config.clone(), &train_device).map_err(BenchError::Build)?;
 
     let rows = TokenRng::new(0).rows(s.batch, s.seq, s.model.vocab);
     let batch = TokenBatch::from_rows(&rows, 0, PaddingSide::Right)?;
@@ -704,19 +762,19 @@ impl RftInputs {
 
 fn r_ft(s: &RFtSpec, device: &Device) -> Result<()> {
     if s.queries == 0 || s.seq == 0 || s.docs == 0 {
-        bail!("--queries, --seq and --docs must be at least 1");
+        return Err(invalid("--queries, --seq and --docs must be at least 1"));
     }
     if s.seq > s.max_positions {
-        bail!("--seq must be at most --max-positions");
+        return Err(invalid("--seq must be at most --max-positions"));
     }
     if s.heads == 0 || !s.hidden.is_multiple_of(s.heads) {
-        bail!("--hidden must be a multiple of --heads");
+        return Err(invalid("--hidden must be a multiple of --heads"));
     }
     if s.vocab < 2 {
-        bail!("--vocab must be at least 2");
+        return Err(invalid("--vocab must be at least 2"));
     }
     if !(s.tau_r > 0.0 && s.target_tau > 0.0) {
-        bail!("--tau-r and --target-tau must be positive");
+        return Err(invalid("--tau-r and --target-tau must be positive"));
     }
     let config = BertConfig {
         vocab_size: s.vocab,
@@ -731,7 +789,7 @@ fn r_ft(s: &RFtSpec, device: &Device) -> Result<()> {
     };
     let source = random_bert(&config, s.seed);
     let train_device = device.clone().autodiff();
-    let model = Bert::load(&source, config.clone(), &train_device).context("building the model")?;
+    let model = Bert::load(&source, config.clone(), &train_device).map_err(BenchError::Build)?;
 
     let rows = TokenRng::new(s.seed).rows(s.queries, s.seq, s.vocab);
     let batch = TokenBatch::from_rows(&rows, 0, PaddingSide::Right)?;
@@ -813,17 +871,19 @@ fn r_ft(s: &RFtSpec, device: &Device) -> Result<()> {
 fn lsr(s: &LsrSpec, device: &Device) -> Result<()> {
     let seq = s.chunk + s.question + s.answer;
     if s.answer == 0 || s.answer >= seq {
-        bail!("--answer must be at least 1, with --chunk + --question at least 1");
+        return Err(invalid(
+            "--answer must be at least 1, with --chunk + --question at least 1",
+        ));
     }
     if s.sequences == 0 || s.batch == 0 {
-        bail!("--sequences and --batch must be at least 1");
+        return Err(invalid("--sequences and --batch must be at least 1"));
     }
     if s.run.repeats == 0 {
-        bail!("--repeats must be at least 1");
+        return Err(invalid("--repeats must be at least 1"));
     }
     let config = s.model.config(seq)?;
     let source = random_llama(&config, s.seed);
-    let model = Llama::load(&source, config, device).context("building the model")?;
+    let model = Llama::load(&source, config, device).map_err(BenchError::Build)?;
 
     // Token batches and targets are host-side preparation (the peer's token tensor).
     let rows = TokenRng::new(s.seed).rows(s.sequences, seq, s.model.vocab);
@@ -942,17 +1002,17 @@ impl GenResult {
 
 fn generate_bench(s: &GenerateSpec, device: &Device) -> Result<()> {
     if s.prompt == 0 || s.new_tokens == 0 {
-        bail!("--prompt and --new-tokens must be at least 1");
+        return Err(invalid("--prompt and --new-tokens must be at least 1"));
     }
     if s.batches.is_empty() || s.batches.contains(&0) {
-        bail!("--batches must list batch sizes of at least 1");
+        return Err(invalid("--batches must list batch sizes of at least 1"));
     }
     if s.run.repeats == 0 {
-        bail!("--repeats must be at least 1");
+        return Err(invalid("--repeats must be at least 1"));
     }
     let config = s.model.config(s.prompt + s.new_tokens)?;
     let source = random_llama(&config, s.seed);
-    let model = Llama::load(&source, config, device).context("building the model")?;
+    let model = Llama::load(&source, config, device).map_err(BenchError::Build)?;
     let generation = GenerationConfig {
         max_new_tokens: s.new_tokens,
         temperature: 0.0,
@@ -977,13 +1037,15 @@ fn generate_bench(s: &GenerateSpec, device: &Device) -> Result<()> {
             || {
                 let out = generate(&model, &prompts, &generation, 0)?;
                 if let Some(row) = out.iter().find(|r| r.len() != s.new_tokens) {
-                    bail!(
-                        "batch {b}: generated {} tokens, expected {}",
-                        row.len(),
-                        s.new_tokens
-                    );
+                    return Err(BenchError::ShortGeneration {
+                        batch: b,
+                        generated: row.len(),
+                        expected: s.new_tokens,
+                    });
                 }
-                first = out[0].iter().take(8).copied().collect();
+                first = out
+                    .first()
+                    .map_or_else(Vec::new, |row| row.iter().take(8).copied().collect());
                 Ok(())
             },
         )?;
@@ -1073,5 +1135,84 @@ fn median_of(v: &[f64]) -> f64 {
         v[n / 2]
     } else {
         (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    /// `radit bench`'s shape: the subcommand under a program name.
+    #[derive(Parser)]
+    struct Cli {
+        #[command(subcommand)]
+        command: BenchCommand,
+    }
+
+    fn parse(args: &[&str]) -> BenchCommand {
+        Cli::try_parse_from(std::iter::once("bench").chain(args.iter().copied()))
+            .unwrap()
+            .command
+    }
+
+    #[test]
+    fn bad_flags_are_argument_errors_before_any_model_is_built() {
+        for args in [
+            &["lm-ft", "--answer", "0"][..],
+            &["lm-ft", "--hidden", "10", "--heads", "3"],
+            &["r-ft", "--seq", "600"],
+            &[
+                "r-ft", "--steps", "0", "--hidden", "8", "--heads", "2", "--vocab", "16",
+            ],
+            &["lsr", "--repeats", "0"],
+            &["generate", "--batches", "1,0"],
+        ] {
+            let err = run(parse(args), &Device::flex()).unwrap_err();
+            assert!(
+                matches!(err, BenchError::InvalidArgument(_)),
+                "{args:?}: {err}"
+            );
+            assert!(err.to_string().starts_with("--"), "{args:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_tiny_r_ft_step_runs() {
+        let args = [
+            "r-ft",
+            "--queries",
+            "2",
+            "--seq",
+            "4",
+            "--docs",
+            "3",
+            "--hidden",
+            "8",
+            "--layers",
+            "1",
+            "--heads",
+            "2",
+            "--ffn",
+            "16",
+            "--vocab",
+            "32",
+            "--max-positions",
+            "8",
+            "--steps",
+            "1",
+            "--warmup",
+            "0",
+            "--json",
+        ];
+        run(parse(&args), &Device::flex()).unwrap();
+    }
+
+    #[test]
+    fn medians_and_minima() {
+        assert_eq!(median_of(&[3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median_of(&[4.0, 1.0, 2.0, 3.0]), 2.5);
+        assert!(median_of(&[]).is_nan());
+        assert_eq!(min_of(&[3.0, 1.0, 2.0]), 1.0);
     }
 }
