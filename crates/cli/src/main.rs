@@ -11,6 +11,7 @@ mod train;
 use anyhow::{bail, Context, Result};
 use burn::tensor::Device;
 use clap::{Parser, Subcommand, ValueEnum};
+use radit_pipeline::RunDir;
 use radit_models::{generate, ChatMessage, Encoder, GenerationConfig, Generator, Pooling};
 
 /// radit: retrieval-augmented dual instruction tuning (RA-DIT) in Rust.
@@ -160,11 +161,21 @@ struct ReportArgs {
 }
 
 impl ReportArgs {
-    /// The flags as a summary request; the default command is this command line.
-    fn request(self) -> radit_eval::summary::SummaryRequest {
-        radit_eval::summary::SummaryRequest {
+    /// The flags as a summary request: each run's stage logs found through its run
+    /// directory; the default command is this command line.
+    fn request(self) -> Result<radit_eval::summary::SummaryRequest> {
+        let runs = radit_eval::summary::parse_labeled(&self.runs, "--run")?
+            .into_iter()
+            .map(|(label, dir)| {
+                let logs = RunDir::new(dir)
+                    .stage_logs()
+                    .with_context(|| format!("--run {label}"))?;
+                Ok((label, logs))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(radit_eval::summary::SummaryRequest {
             evals: self.evals,
-            runs: self.runs,
+            runs,
             title: self.title,
             out: self.out,
             command: self.command.unwrap_or_else(|| {
@@ -172,7 +183,7 @@ impl ReportArgs {
             }),
             resamples: self.resamples,
             seed: self.seed,
-        }
+        })
     }
 }
 
@@ -271,7 +282,7 @@ fn main() -> Result<()> {
         Command::Bench(command) => radit_bench::run(command, &device)?,
         Command::Data(DataCommand::Answerable(args)) => data::answerable(&args)?,
         Command::Report(args) => {
-            let readme = radit_eval::summary::write_summary(&args.request())?;
+            let readme = radit_eval::summary::write_summary(&args.request()?)?;
             eprintln!("wrote {}", readme.display());
         }
         Command::Train(run) => train::run(&run, &device)?,

@@ -10,8 +10,8 @@
 //! kind (`loss-<stage>.svg`) and the `dev/*` metrics per stage kind (`dev-<stage>.svg`).
 //!
 //! Where a training run keeps its stage logs is knowledge of the run-directory layout, not of
-//! the summary: [`stage_logs`] alone holds it, and the summary only reads the list of
-//! `(stage, metrics.jsonl)` it returns, so a typed owner of the run directory can replace it.
+//! the summary: the caller passes each run's `(stage, metrics.jsonl)` list, which
+//! `radit_pipeline::RunDir::stage_logs` finds.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -58,14 +58,6 @@ pub enum SummaryError {
         #[source]
         source: serde_json::Error,
     },
-    /// A training run's stage logs cannot be found.
-    #[error("--run {label}: {error}")]
-    Run {
-        /// The run's label.
-        label: String,
-        /// What is wrong with its directory.
-        error: RunLayoutError,
-    },
     /// A stage's `metrics.jsonl` cannot be read.
     #[error("cannot read {}", path.display())]
     ReadLog {
@@ -107,38 +99,15 @@ pub enum SummaryError {
 /// A plotters error: its type is generic over the drawing backend, so it is kept boxed.
 pub type PlotError = Box<dyn std::error::Error + Send + Sync>;
 
-/// Why a training run directory yields no stage logs.
-#[derive(Debug, thiserror::Error)]
-pub enum RunLayoutError {
-    /// The path is not a directory.
-    #[error("{} is not a directory", .0.display())]
-    NotADirectory(PathBuf),
-    /// A directory cannot be listed. The I/O error is part of the message because
-    /// [`SummaryError::Run`] shows this error inline, after the run's label.
-    #[error("cannot read {}: {io}", path.display())]
-    Read {
-        /// The directory.
-        path: PathBuf,
-        /// Why.
-        io: std::io::Error,
-    },
-    /// No stage of the run has logged anything.
-    #[error(
-        "no metrics.jsonl in {} (expected lm_ft/, r_ft/ or round-N/<stage>/)",
-        .0.display()
-    )]
-    NoStageLogs(PathBuf),
-}
-
 /// What to summarize and where: `radit report`'s flags.
 #[derive(Debug, Clone)]
 pub struct SummaryRequest {
     /// Evaluation reports written by `radit eval` (JSON), as `LABEL=PATH`. The differences
     /// are taken to the first one.
     pub evals: Vec<String>,
-    /// `radit train` output directories, as `LABEL=DIR` (see [`stage_logs`] for where their
-    /// logs are looked for).
-    pub runs: Vec<String>,
+    /// Training runs by label, each with its stage logs in order (the run directory's owner,
+    /// `radit_pipeline::RunDir::stage_logs`, finds them).
+    pub runs: Vec<(String, Vec<StageLogFile>)>,
     /// Title of the report.
     pub title: String,
     /// Output directory: README.md and the SVG plots.
@@ -161,20 +130,14 @@ pub fn write_summary(request: &SummaryRequest) -> Result<PathBuf, SummaryError> 
             "nothing to report: give at least one --eval LABEL=PATH or --run LABEL=DIR".into(),
         ));
     }
-    let evals = labeled(&request.evals, "--eval")?
+    let evals = parse_labeled(&request.evals, "--eval")?
         .into_iter()
         .map(|(label, path)| load_eval(label, &path))
         .collect::<Result<Vec<_>, _>>()?;
-    let runs = labeled(&request.runs, "--run")?
-        .into_iter()
-        .map(|(label, dir)| {
-            // The one place the run-directory layout is consulted.
-            let logs = stage_logs(&dir).map_err(|error| SummaryError::Run {
-                label: label.clone(),
-                error,
-            })?;
-            load_stages(&label, &logs)
-        })
+    let runs = request
+        .runs
+        .iter()
+        .map(|(label, logs)| load_stages(label, logs))
         .collect::<Result<Vec<_>, _>>()?;
     let out = &request.out;
     std::fs::create_dir_all(out).map_err(|source| SummaryError::CreateOut {
@@ -200,8 +163,9 @@ pub fn write_summary(request: &SummaryRequest) -> Result<PathBuf, SummaryError> 
     Ok(readme)
 }
 
-/// Splits `LABEL=PATH` arguments; labels must be distinct and non-empty.
-fn labeled(values: &[String], flag: &str) -> Result<Vec<(String, PathBuf)>, SummaryError> {
+/// Splits `LABEL=PATH` arguments (`flag` names them in errors); labels must be distinct and
+/// non-empty.
+pub fn parse_labeled(values: &[String], flag: &str) -> Result<Vec<(String, PathBuf)>, SummaryError> {
     let mut out: Vec<(String, PathBuf)> = Vec::new();
     for v in values {
         let Some((label, path)) = v.split_once('=') else {
@@ -560,7 +524,7 @@ impl StageLog {
     }
 }
 
-/// One stage log of a training run, as [`stage_logs`] finds it.
+/// One stage log of a training run.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StageLogFile {
     /// The stage directory relative to the run (`lm_ft`, `round-2/r_ft`; empty when the run
@@ -568,75 +532,6 @@ pub struct StageLogFile {
     pub stage: String,
     /// Its `metrics.jsonl`.
     pub metrics: PathBuf,
-}
-
-/// The stage logs of the `radit train` output directory `run_dir`, in report order: the
-/// directory's own `metrics.jsonl` (it is one stage directory), then `<stage>/metrics.jsonl`
-/// for each subdirectory (`lm_ft`, `r_ft`) and `round-N/<stage>/metrics.jsonl` for each round,
-/// rounds in numeric order and other names sorted.
-///
-/// This is the run-directory layout, kept apart from the summary (which only reads the list)
-/// until a typed owner of the run directory takes it over.
-pub fn stage_logs(run_dir: &Path) -> Result<Vec<StageLogFile>, RunLayoutError> {
-    if !run_dir.is_dir() {
-        return Err(RunLayoutError::NotADirectory(run_dir.to_path_buf()));
-    }
-    let mut stages: Vec<String> = Vec::new();
-    if run_dir.join("metrics.jsonl").is_file() {
-        stages.push(String::new());
-    }
-    for sub in subdirs(run_dir)? {
-        if run_dir.join(&sub).join("metrics.jsonl").is_file() {
-            stages.push(sub.clone());
-        }
-        if round_number(&sub).is_some() {
-            for stage in subdirs(&run_dir.join(&sub))? {
-                if run_dir
-                    .join(&sub)
-                    .join(&stage)
-                    .join("metrics.jsonl")
-                    .is_file()
-                {
-                    stages.push(format!("{sub}/{stage}"));
-                }
-            }
-        }
-    }
-    if stages.is_empty() {
-        return Err(RunLayoutError::NoStageLogs(run_dir.to_path_buf()));
-    }
-    Ok(stages
-        .into_iter()
-        .map(|stage| StageLogFile {
-            metrics: run_dir.join(&stage).join("metrics.jsonl"),
-            stage,
-        })
-        .collect())
-}
-
-/// `round-N` → N, for numeric order.
-fn round_number(name: &str) -> Option<u64> {
-    name.strip_prefix("round-")?.parse().ok()
-}
-
-/// Subdirectory names of `dir`, rounds in numeric order, others by name.
-fn subdirs(dir: &Path) -> Result<Vec<String>, RunLayoutError> {
-    let unreadable = |io| RunLayoutError::Read {
-        path: dir.to_path_buf(),
-        io,
-    };
-    let mut names = Vec::new();
-    for entry in std::fs::read_dir(dir).map_err(unreadable)? {
-        let entry = entry.map_err(unreadable)?;
-        if entry.path().is_dir() {
-            // A name that is not UTF-8 cannot be a stage radit wrote.
-            if let Some(n) = entry.file_name().to_str() {
-                names.push(n.to_string());
-            }
-        }
-    }
-    names.sort_by_key(|n| (round_number(n).unwrap_or(u64::MAX), n.clone()));
-    Ok(names)
 }
 
 /// Reads the logs of the run labeled `label`.
@@ -1030,12 +925,12 @@ mod tests {
 
     #[test]
     fn labels_split_at_the_first_equals_and_must_be_distinct() {
-        let ok = labeled(&["a=x=y".into(), "b=z".into()], "--eval").unwrap();
+        let ok = parse_labeled(&["a=x=y".into(), "b=z".into()], "--eval").unwrap();
         assert_eq!(ok[0], ("a".into(), PathBuf::from("x=y")));
-        assert!(labeled(&["a".into()], "--eval").is_err());
-        assert!(labeled(&["=x".into()], "--eval").is_err());
-        assert!(labeled(&["a=".into()], "--eval").is_err());
-        assert!(labeled(&["a=x".into(), "a=y".into()], "--eval").is_err());
+        assert!(parse_labeled(&["a".into()], "--eval").is_err());
+        assert!(parse_labeled(&["=x".into()], "--eval").is_err());
+        assert!(parse_labeled(&["a=".into()], "--eval").is_err());
+        assert!(parse_labeled(&["a=x".into(), "a=y".into()], "--eval").is_err());
     }
 
     #[test]
@@ -1055,44 +950,7 @@ mod tests {
     }
 
     #[test]
-    fn stage_logs_find_the_run_its_stages_and_rounds_in_order() {
-        let dir = tempfile::tempdir().unwrap();
-        let run = dir.path();
-        for stage in [
-            "",
-            "lm_ft",
-            "r_ft",
-            "round-10/r_ft",
-            "round-2/lm_ft",
-            "empty",
-        ] {
-            std::fs::create_dir_all(run.join(stage)).unwrap();
-            if stage != "empty" {
-                std::fs::write(run.join(stage).join("metrics.jsonl"), "").unwrap();
-            }
-        }
-        let logs = stage_logs(run).unwrap();
-        let stages: Vec<&str> = logs.iter().map(|l| l.stage.as_str()).collect();
-        assert_eq!(
-            stages,
-            ["", "round-2/lm_ft", "round-10/r_ft", "lm_ft", "r_ft"]
-        );
-        assert_eq!(logs[1].metrics, run.join("round-2/lm_ft/metrics.jsonl"));
-        assert!(matches!(
-            stage_logs(&run.join("empty")),
-            Err(RunLayoutError::NoStageLogs(_))
-        ));
-        assert!(matches!(
-            stage_logs(&run.join("none")),
-            Err(RunLayoutError::NotADirectory(_))
-        ));
-    }
-
-    #[test]
-    fn rounds_sort_numerically_and_quoting_is_shell_safe() {
-        let mut v = vec!["round-10", "round-2", "lm_ft"];
-        v.sort_by_key(|n| (round_number(n).unwrap_or(u64::MAX), n.to_string()));
-        assert_eq!(v, ["round-2", "round-10", "lm_ft"]);
+    fn quoting_is_shell_safe() {
         assert_eq!(shell_quote("a=b/c.json"), "a=b/c.json");
         assert_eq!(shell_quote("it's"), r"'it'\''s'");
         assert_eq!(

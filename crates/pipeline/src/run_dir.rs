@@ -13,6 +13,7 @@
 
 use std::path::{Path, PathBuf};
 
+use radit_eval::summary::StageLogFile;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{PipelineError, Result};
@@ -121,49 +122,69 @@ impl RunDir {
         self.root.join("cv.json")
     }
 
-    /// The per-stage metric logs found on disk, `(stage path relative to the run, log)`, in
-    /// run order: `lm_ft`, `r_ft`, then `round-N/<stage>` by round. Also accepts a single
-    /// stage directory (relative path empty). Used where the recipe may be unknown (reports).
-    pub fn stage_logs(&self) -> Result<Vec<(PathBuf, PathBuf)>> {
-        let mut out = Vec::new();
-        let log = |dir: &Path| dir.join("metrics.jsonl");
-        if log(&self.root).is_file() {
-            out.push((PathBuf::new(), log(&self.root)));
-            return Ok(out);
+    /// The per-stage metric logs on disk, in report order: the directory's own
+    /// `metrics.jsonl` (when it is itself one stage's folder), then rounds in numeric order
+    /// (`round-N/<stage>`), then the one-round stages (`lm_ft`, `r_ft`, ...) by name. Used
+    /// where the recipe may be unknown (`radit report`).
+    pub fn stage_logs(&self) -> Result<Vec<StageLogFile>> {
+        let root = &self.root;
+        if !root.is_dir() {
+            return Err(PipelineError::RunDir {
+                path: root.clone(),
+                message: "is not a directory".into(),
+            });
         }
-        let mut rounds: Vec<(u64, String)> = Vec::new();
-        for sub in subdirs(&self.root)? {
-            if let Some(n) = sub.strip_prefix("round-").and_then(|n| n.parse().ok()) {
-                rounds.push((n, sub));
-            } else if log(&self.root.join(&sub)).is_file() {
-                out.push((PathBuf::from(&sub), log(&self.root.join(&sub))));
+        let has_log = |relative: &str| root.join(relative).join("metrics.jsonl").is_file();
+        let mut stages: Vec<String> = Vec::new();
+        if has_log("") {
+            stages.push(String::new());
+        }
+        for sub in subdirs(root)? {
+            if has_log(&sub) {
+                stages.push(sub.clone());
             }
-        }
-        rounds.sort();
-        for (_, round) in rounds {
-            for stage in subdirs(&self.root.join(&round))? {
-                let relative = Path::new(&round).join(&stage);
-                let path = log(&self.root.join(&relative));
-                if path.is_file() {
-                    out.push((relative, path));
+            if round_number(&sub).is_some() {
+                for stage in subdirs(&root.join(&sub))? {
+                    let relative = format!("{sub}/{stage}");
+                    if has_log(&relative) {
+                        stages.push(relative);
+                    }
                 }
             }
         }
-        Ok(out)
+        if stages.is_empty() {
+            return Err(PipelineError::RunDir {
+                path: root.clone(),
+                message: "no metrics.jsonl (expected lm_ft/, r_ft/ or round-N/<stage>/)".into(),
+            });
+        }
+        Ok(stages
+            .into_iter()
+            .map(|stage| StageLogFile {
+                metrics: root.join(&stage).join("metrics.jsonl"),
+                stage,
+            })
+            .collect())
     }
 }
 
-/// Sorted names of the sub-folders of `dir`.
+/// `round-N` → N.
+fn round_number(name: &str) -> Option<u64> {
+    name.strip_prefix("round-")?.parse().ok()
+}
+
+/// Names of the sub-folders of `dir`: rounds in numeric order first, then the others by name.
 fn subdirs(dir: &Path) -> Result<Vec<String>> {
     let entries = std::fs::read_dir(dir).map_err(|e| PipelineError::io(dir, e))?;
     let mut names = Vec::new();
     for entry in entries {
         let entry = entry.map_err(|e| PipelineError::io(dir, e))?;
-        if entry.path().is_dir() {
-            names.push(entry.file_name().to_string_lossy().into_owned());
+        // A name that is not UTF-8 cannot be a stage radit wrote.
+        if let (true, Some(name)) = (entry.path().is_dir(), entry.file_name().to_str()) {
+            names.push(name.to_string());
         }
     }
-    names.sort();
+    names.sort_by_key(|n| (round_number(n).unwrap_or(u64::MAX), n.clone()));
     Ok(names)
 }
 
@@ -305,23 +326,22 @@ mod tests {
     }
 
     #[test]
-    fn stage_logs_are_found_in_run_order() {
+    fn stage_logs_are_found_in_report_order() {
         let tmp = tempfile::tempdir().unwrap();
-        for stage in ["round-10/lm_ft", "round-2/r_ft", "round-2/lm_ft"] {
-            let dir = tmp.path().join(stage);
-            std::fs::create_dir_all(&dir).unwrap();
-            std::fs::write(dir.join("metrics.jsonl"), "").unwrap();
+        let run = tmp.path();
+        for stage in ["", "lm_ft", "r_ft", "round-10/r_ft", "round-2/lm_ft", "empty"] {
+            std::fs::create_dir_all(run.join(stage)).unwrap();
+            if stage != "empty" {
+                std::fs::write(run.join(stage).join("metrics.jsonl"), "").unwrap();
+            }
         }
-        let logs: Vec<PathBuf> = RunDir::new(tmp.path())
-            .stage_logs()
-            .unwrap()
-            .into_iter()
-            .map(|(relative, _)| relative)
-            .collect();
-        let expected: Vec<PathBuf> = ["round-2/lm_ft", "round-2/r_ft", "round-10/lm_ft"]
-            .iter()
-            .map(PathBuf::from)
-            .collect();
-        assert_eq!(logs, expected);
+        let logs = RunDir::new(run).stage_logs().unwrap();
+        let stages: Vec<&str> = logs.iter().map(|l| l.stage.as_str()).collect();
+        assert_eq!(stages, ["", "round-2/lm_ft", "round-10/r_ft", "lm_ft", "r_ft"]);
+        assert_eq!(logs[1].metrics, run.join("round-2/lm_ft/metrics.jsonl"));
+        let empty = RunDir::new(run.join("empty")).stage_logs().unwrap_err().to_string();
+        assert!(empty.contains("no metrics.jsonl"), "{empty}");
+        let none = RunDir::new(run.join("none")).stage_logs().unwrap_err().to_string();
+        assert!(none.contains("is not a directory"), "{none}");
     }
 }
