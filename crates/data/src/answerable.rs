@@ -12,7 +12,7 @@ use std::fmt;
 use crate::dataset::fnv1a;
 use crate::error::DataError;
 use crate::metrics::normalize_tokens;
-use crate::rng::{mix, splitmix64, SplitMix};
+use crate::rng::{mix, splitmix64, stream};
 
 /// Default longest answer, in normalized words, that an [`AnswerIndex`] can find.
 pub const DEFAULT_MAX_ANSWER_WORDS: usize = 8;
@@ -247,7 +247,7 @@ pub fn kfold_split<T: Clone>(
 /// The positions `0..n` in a seeded random order.
 fn seeded_order(n: usize, seed: u64) -> Vec<usize> {
     let mut order: Vec<usize> = (0..n).collect();
-    SplitMix::new(mix(&[seed, TAG_SPLIT_HOLDOUT])).shuffle(&mut order);
+    stream(mix(&[seed, TAG_SPLIT_HOLDOUT])).shuffle(&mut order);
     order
 }
 
@@ -359,7 +359,7 @@ mod tests {
     #[test]
     fn index_at_scale() {
         // 200k words over 2k texts; words drawn from a small vocabulary so n-grams repeat.
-        let mut rng = SplitMix::new(5);
+        let mut rng = stream(5);
         let texts: Vec<String> = (0..2_000)
             .map(|_| {
                 (0..100)

@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::rng::{mix, SplitMix};
+use crate::rng::{mix, stream};
 
 /// Purpose tag of the chunk-order stream (kept apart from the tags in `rng.rs`).
 const TAG_CORPUS_PAIRS: u64 = 0x5241_4449_545f_5052; // "RADIT_PR"
@@ -55,7 +55,7 @@ pub fn corpus_pairs(chunks: &[(u32, &str)], n: usize, words: usize, seed: u64) -
     let mut pass = 0u64;
     while out.len() < n {
         order.sort_unstable();
-        SplitMix::new(mix(&[seed, TAG_CORPUS_PAIRS, pass])).shuffle(&mut order);
+        stream(mix(&[seed, TAG_CORPUS_PAIRS, pass])).shuffle(&mut order);
         for &i in order.iter().take(n - out.len()) {
             let (chunk, w) = &usable[i];
             out.push(cut_pair(*chunk, w, words));

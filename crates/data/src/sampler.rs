@@ -2,7 +2,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::DataError;
 use crate::instance::Instance;
-use crate::rng::{mix, SplitMix, TAG_MIXTURE, TAG_ORDER};
+use crate::rng::{mix, stream, TAG_MIXTURE, TAG_ORDER};
 
 /// Settings of the sampler.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -72,7 +72,7 @@ pub fn mixture_selection(
         .enumerate()
         .map(|(d, &n)| match cap {
             Some(c) if n > c => {
-                let mut rng = SplitMix::new(mix(&[seed, TAG_MIXTURE, epoch, d as u64]));
+                let mut rng = stream(mix(&[seed, TAG_MIXTURE, epoch, d as u64]));
                 let mut all: Vec<usize> = (0..n).collect();
                 // Partial Fisher-Yates: the first c slots end up a uniform sample.
                 for i in 0..c {
@@ -183,7 +183,7 @@ impl Sampler {
                     .flat_map(move |&e| self.groups[d][e].iter().copied())
             })
             .collect();
-        SplitMix::new(mix(&[self.config.seed, TAG_ORDER, epoch])).shuffle(&mut order);
+        stream(mix(&[self.config.seed, TAG_ORDER, epoch])).shuffle(&mut order);
         order
     }
 

@@ -20,6 +20,7 @@ use radit_docstore::exact;
 use radit_docstore::hnsw::Hnsw;
 use radit_docstore::kernels::isa;
 use radit_docstore::{exact_top_k, HnswParams, Scored};
+use radit_util::rng::SplitMix64;
 
 struct Args {
     n: usize,
@@ -91,22 +92,14 @@ fn parse_args() -> Result<Args, String> {
     Ok(a)
 }
 
-fn splitmix(x: &mut u64) -> u64 {
-    *x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    let mut z = *x;
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
 fn random_unit(rows: usize, dim: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed;
+    let mut rng = SplitMix64::new(seed);
     let mut v = Vec::with_capacity(rows * dim);
     for _ in 0..rows {
         let start = v.len();
         for _ in 0..dim {
-            let u1 = ((splitmix(&mut s) >> 11) as f64 + 1.0) / (1u64 << 53) as f64;
-            let u2 = (splitmix(&mut s) >> 11) as f64 / (1u64 << 53) as f64;
+            let u1 = rng.next_f64_nonzero();
+            let u2 = rng.next_f64();
             v.push(((-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()) as f32);
         }
         let row = &mut v[start..];
@@ -160,10 +153,10 @@ fn load_real(a: &mut Args, path: &Path) -> Result<(Vec<f32>, Vec<f32>), String> 
     }
     // Hold out `queries` rows (a deterministic sample) as queries.
     let nq = a.queries.min(rows / 10);
-    let mut s = 7u64;
+    let mut rng = SplitMix64::new(7);
     let mut held = std::collections::BTreeSet::new();
     while held.len() < nq {
-        held.insert((splitmix(&mut s) % rows as u64) as usize);
+        held.insert((rng.next_u64() % rows as u64) as usize);
     }
     let mut base = Vec::with_capacity((rows - nq) * dim);
     let mut q = Vec::with_capacity(nq * dim);

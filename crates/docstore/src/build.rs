@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use half::f16;
+use radit_util::fs::{atomic_write, rename_durable, replace_dir, sync_dir};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -26,8 +27,7 @@ use crate::corpus::{fingerprint, read_corpus, CorpusFormat, IngestReport};
 use crate::embed::{Embedder, EncoderIdentity};
 use crate::error::{Error, Result};
 use crate::fsutil::{
-    cast_slice, hash_file, map_file, open_append, read_json, rename_durable, sync_dir,
-    write_atomic, write_json_atomic, TmpFile,
+    cast_slice, hash_file, map_file, open_append, read_json, write_json_atomic, TmpFile,
 };
 use crate::hnsw::{self, HnswParams};
 use crate::manifest::*;
@@ -343,7 +343,7 @@ pub fn build_index(
     // Phase 3: finalize.
     let fin = finalize(&staging, &chunks, &summary, &settings_of(&state), dim, opts)?;
     drop(chunks);
-    move_into_place(&staging, out)?;
+    replace_dir(&staging, out)?;
     let total = t0.elapsed().as_secs_f64();
     Ok(BuildReport {
         out: out.to_path_buf(),
@@ -410,7 +410,7 @@ fn write_chunks(corpus: &Path, staging: &Path, opts: &BuildOptions) -> Result<Ch
     lines.commit()?;
     let mut bytes = Vec::with_capacity(offsets.len() * 8);
     crate::fsutil::extend_u64(&mut bytes, &offsets);
-    write_atomic(&staging.join(CHUNK_OFFSETS), &bytes)?;
+    atomic_write(&staging.join(CHUNK_OFFSETS), &bytes)?;
     Ok(ChunkSummary {
         chunks: n as u64,
         words_sum,
@@ -577,14 +577,10 @@ pub(crate) fn sample_rows(n: usize, count: usize, seed: u64) -> Vec<u32> {
         return (0..n as u32).collect();
     }
     let mut picked = std::collections::BTreeSet::new();
-    let mut x = seed;
+    let mut rng = radit_util::rng::SplitMix64::new(seed);
     while picked.len() < count {
-        x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = x;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^= z >> 31;
-        picked.insert((z % n as u64) as u32);
+        // Plain modulo, not `below`: keeps the rows earlier builds measured recall on.
+        picked.insert((rng.next_u64() % n as u64) as u32);
     }
     picked.into_iter().collect()
 }
@@ -639,7 +635,7 @@ fn finalize(
                 b.add(&chunks.get(i)?.encoder_text());
             }
             let (bytes, stats) = b.finish(params);
-            write_atomic(&bm25_path, &bytes)?;
+            atomic_write(&bm25_path, &bytes)?;
             Some(Bm25Info {
                 params,
                 analyzer: ANALYZER.to_string(),
@@ -664,7 +660,7 @@ fn finalize(
                 p.borrow_mut().set(done as u64);
             })?;
             p.into_inner().finish();
-            write_atomic(&hnsw_path, &bytes)?;
+            atomic_write(&hnsw_path, &bytes)?;
             drop(bytes);
             let secs = t.elapsed().as_secs_f64();
             let graph = hnsw::Hnsw::open(&hnsw_path, n, dim)?;
@@ -762,18 +758,4 @@ fn finalize(
     remove_if_exists(&staging.join(PROGRESS))?;
     sync_dir(staging)?;
     Ok(Finalized { ann, hnsw_seconds })
-}
-
-fn move_into_place(staging: &Path, out: &Path) -> Result<()> {
-    if out.exists() {
-        let mut name = out.file_name().unwrap_or_default().to_os_string();
-        name.push(format!(".old-{}", std::process::id()));
-        let old = out.with_file_name(name);
-        rename_durable(out, &old)?;
-        rename_durable(staging, out)?;
-        fs::remove_dir_all(&old).map_err(|e| Error::io(&old, e))?;
-    } else {
-        rename_durable(staging, out)?;
-    }
-    Ok(())
 }

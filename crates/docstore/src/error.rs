@@ -90,6 +90,15 @@ pub enum Error {
     InvalidArgument(String),
 }
 
+impl From<radit_util::fs::FsError> for Error {
+    fn from(e: radit_util::fs::FsError) -> Self {
+        Error::Io {
+            path: e.path,
+            source: e.source,
+        }
+    }
+}
+
 impl Error {
     /// Wraps an I/O error with the path it concerns.
     pub(crate) fn io(path: impl AsRef<Path>, source: std::io::Error) -> Self {

@@ -1,43 +1,21 @@
-//! File helpers: atomic writes (temporary file, fsync, rename, fsync of the folder),
-//! checksums, and zero-copy views of memory-mapped little-endian arrays.
+//! File helpers: JSON and streamed writes on top of radit-util's atomic replace, checksums,
+//! and zero-copy views of memory-mapped little-endian arrays.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::path::Path;
 
 use memmap2::Mmap;
+use radit_util::fs::{atomic_write, rename_durable};
 use serde::Serialize;
 
 use crate::error::{Error, Result};
-
-/// fsyncs a directory so a rename inside it is durable (no-op where unsupported).
-pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
-    #[cfg(unix)]
-    {
-        let f = File::open(dir).map_err(|e| Error::io(dir, e))?;
-        f.sync_all().map_err(|e| Error::io(dir, e))?;
-    }
-    #[cfg(not(unix))]
-    let _ = dir;
-    Ok(())
-}
-
-/// Writes `bytes` to `path` atomically: `path.tmp`, fsync, rename, fsync of the folder.
-pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = tmp_path(path);
-    {
-        let mut f = File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
-        f.write_all(bytes).map_err(|e| Error::io(&tmp, e))?;
-        f.sync_all().map_err(|e| Error::io(&tmp, e))?;
-    }
-    rename_durable(&tmp, path)
-}
 
 /// Serializes `value` as pretty JSON (plus a newline) and writes it atomically.
 pub(crate) fn write_json_atomic<T: Serialize>(path: &Path, value: &T) -> Result<()> {
     let mut bytes = serde_json::to_vec_pretty(value).map_err(|e| Error::json(path, e))?;
     bytes.push(b'\n');
-    write_atomic(path, &bytes)
+    atomic_write(path, &bytes).map_err(Error::from)
 }
 
 /// Reads and parses a JSON file.
@@ -49,21 +27,10 @@ pub(crate) fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T
     serde_json::from_slice(&bytes).map_err(|e| Error::json(path, e))
 }
 
-/// Renames `from` to `to` and fsyncs the destination folder.
-pub(crate) fn rename_durable(from: &Path, to: &Path) -> Result<()> {
-    fs::rename(from, to).map_err(|e| Error::io(to, e))?;
-    if let Some(parent) = to.parent() {
-        sync_dir(if parent.as_os_str().is_empty() {
-            Path::new(".")
-        } else {
-            parent
-        })?;
-    }
-    Ok(())
-}
-
-/// `path` with `.tmp` appended to its file name.
-pub(crate) fn tmp_path(path: &Path) -> std::path::PathBuf {
+/// `path` with `.tmp` appended to its file name. Fixed, not per process like radit-util's
+/// temporaries: a resumed build overwrites the big streamed file a killed one left, instead of
+/// leaving it in the index folder.
+fn tmp_path(path: &Path) -> std::path::PathBuf {
     let mut name = path.file_name().unwrap_or_default().to_os_string();
     name.push(".tmp");
     path.with_file_name(name)
@@ -98,7 +65,7 @@ impl TmpFile {
             .map_err(|e| Error::io(&self.tmp, e.into_error()))?;
         f.sync_all().map_err(|e| Error::io(&self.tmp, e))?;
         drop(f);
-        rename_durable(&self.tmp, &self.dest)
+        rename_durable(&self.tmp, &self.dest).map_err(Error::from)
     }
 }
 

@@ -17,6 +17,7 @@ use std::collections::BinaryHeap;
 use std::path::Path;
 
 use memmap2::Mmap;
+use radit_util::rng::{mix64, GAMMA};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -280,10 +281,8 @@ fn select(sp: &Space<'_>, cands: &[Cand], max: usize) -> Vec<u32> {
 }
 
 fn level_of(seed: u64, node: usize, ml: f64) -> u8 {
-    let mut z = seed ^ (node as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^= z >> 31;
+    // A hash of (seed, node), not a stream, so a node's level does not depend on build order.
+    let z = mix64(seed ^ (node as u64).wrapping_mul(GAMMA));
     let u = ((z >> 11) as f64 + 1.0) / (1u64 << 53) as f64; // (0, 1]
     (-u.ln() * ml).floor().min(30.0) as u8
 }

@@ -13,6 +13,7 @@ use radit_docstore::{
     BuildOptions, ChunkParams, CorpusFormat, Dense, DocStore, Embedder, EncoderIdentity, Error,
     HashEmbedder, HnswParams, Hybrid, ProgressMode, Queries, Retriever, Scored, SearchMode,
 };
+use radit_util::rng::SplitMix64;
 
 fn silent() -> BuildOptions {
     BuildOptions {
@@ -48,20 +49,12 @@ struct RandomEmbedder {
     dim: usize,
 }
 
-fn splitmix(x: &mut u64) -> u64 {
-    *x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    let mut z = *x;
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
 fn random_unit(seed: u64, dim: usize) -> Vec<f32> {
-    let mut s = seed;
+    let mut rng = SplitMix64::new(seed);
     let mut v: Vec<f32> = (0..dim)
         .map(|_| {
-            let u1 = ((splitmix(&mut s) >> 11) as f64 + 1.0) / (1u64 << 53) as f64;
-            let u2 = (splitmix(&mut s) >> 11) as f64 / (1u64 << 53) as f64;
+            let u1 = rng.next_f64_nonzero();
+            let u2 = rng.next_f64();
             ((-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()) as f32
         })
         .collect();

@@ -4,6 +4,7 @@
 //! so the same seed gives the same interval on every machine); the interval is the
 //! `(1 − level)/2` and `(1 + level)/2` nearest-rank quantiles of the resample means.
 
+use radit_util::rng::SplitMix64;
 use serde::{Deserialize, Serialize};
 
 /// Resamples of the report's intervals.
@@ -27,24 +28,6 @@ pub struct ConfidenceInterval {
     pub resamples: usize,
     /// Seed of the resampling.
     pub seed: u64,
-}
-
-/// SplitMix64: tiny, seedable, identical on every platform.
-struct SplitMix64(u64);
-
-impl SplitMix64 {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `0..n` (`n > 0`), by the multiply-high method.
-    fn below(&mut self, n: usize) -> usize {
-        ((u128::from(self.next_u64()) * n as u128) >> 64) as usize
-    }
 }
 
 fn mean(values: &[f64]) -> f64 {
@@ -77,9 +60,15 @@ pub fn bootstrap_ci(values: &[f64], resamples: usize, level: f64, seed: u64) -> 
         return out;
     }
     let n = values.len();
-    let mut rng = SplitMix64(seed);
+    let mut rng = SplitMix64::new(seed);
+    // `below_biased`, not `below`: the draws the published intervals were computed with.
     let mut means: Vec<f64> = (0..resamples)
-        .map(|_| (0..n).map(|_| values[rng.below(n)]).sum::<f64>() / n as f64)
+        .map(|_| {
+            (0..n)
+                .map(|_| values[rng.below_biased(n as u64) as usize])
+                .sum::<f64>()
+                / n as f64
+        })
         .collect();
     means.sort_by(f64::total_cmp);
     let alpha = (1.0 - level) / 2.0;

@@ -89,6 +89,15 @@ pub enum ModelError {
     Readback(String),
 }
 
+impl From<radit_util::fs::FsError> for ModelError {
+    fn from(e: radit_util::fs::FsError) -> Self {
+        Self::Io {
+            path: e.path,
+            source: e.source,
+        }
+    }
+}
+
 impl ModelError {
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Self::Io {

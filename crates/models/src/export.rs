@@ -161,8 +161,10 @@ fn write_json(path: &Path, value: &serde_json::Value) -> Result<()> {
     std::fs::write(path, text).map_err(|e| ModelError::io(path, e))
 }
 
-/// Writes into a sibling temporary directory, then renames it to `dir`, so a crash never
-/// leaves a half-written checkpoint under the final name.
+/// Writes into a sibling temporary directory, fsyncs everything in it, then puts it in place
+/// of `dir`, so a crash never leaves a half-written checkpoint under the final name, nor a
+/// complete-looking one whose files never reached the disk (safetensors and `fs::write` do
+/// not fsync).
 fn write_atomically(dir: &Path, fill: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
     let parent = dir
         .parent()
@@ -181,11 +183,15 @@ fn write_atomically(dir: &Path, fill: impl FnOnce(&Path) -> Result<()>) -> Resul
         std::fs::remove_dir_all(&tmp).map_err(|e| ModelError::io(&tmp, e))?;
     }
     std::fs::create_dir_all(&tmp).map_err(|e| ModelError::io(&tmp, e))?;
-    fill(&tmp)?;
-    if dir.exists() {
-        std::fs::remove_dir_all(dir).map_err(|e| ModelError::io(dir, e))?;
+    let written = fill(&tmp)
+        .and_then(|()| radit_util::fs::sync_tree(&tmp).map_err(ModelError::from))
+        .and_then(|()| radit_util::fs::replace_dir(&tmp, dir).map_err(ModelError::from));
+    if written.is_err() {
+        // Best effort: a failed export leaves no partial directory behind; the original
+        // error is the one worth reporting.
+        let _ = std::fs::remove_dir_all(&tmp);
     }
-    std::fs::rename(&tmp, dir).map_err(|e| ModelError::io(dir, e))
+    written
 }
 
 fn write_tokenizer(dir: &Path, tokenizer: &TextTokenizer) -> Result<()> {

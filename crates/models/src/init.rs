@@ -4,9 +4,9 @@ use std::collections::HashMap;
 
 use crate::config::{BertConfig, LlamaConfig};
 use crate::error::{ModelError, Result};
-use crate::generate::SplitMix64;
 use crate::tokenizer::TextTokenizer;
 use crate::weights::{HostTensor, TensorSource};
+use radit_util::rng::SplitMix64;
 
 /// Named tensors held in memory.
 #[derive(Debug, Clone, Default)]
@@ -53,11 +53,7 @@ impl Init {
     fn normal(&mut self, name: String, shape: &[usize], std: f32) {
         let n: usize = shape.iter().product();
         let data = (0..n)
-            .map(|_| {
-                let u1 = self.rng.next_f64().max(f64::MIN_POSITIVE);
-                let u2 = self.rng.next_f64();
-                ((-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()) as f32 * std
-            })
+            .map(|_| self.rng.next_normal() as f32 * std)
             .collect();
         self.out.push((
             name,

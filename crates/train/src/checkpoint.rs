@@ -15,7 +15,7 @@ use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
-use crate::fsutil::{sync_dir, unix_millis, utc_rfc3339};
+use crate::time::{unix_millis, utc_rfc3339};
 
 /// Name of the manifest inside every checkpoint directory.
 pub const MANIFEST_NAME: &str = "manifest.json";
@@ -113,6 +113,11 @@ fn io_err<'a>(
         path: path.to_path_buf(),
         source,
     }
+}
+
+/// fsyncs a directory (radit-util's, a no-op outside Unix), as a checkpoint error.
+fn sync_dir(dir: &Path) -> Result<(), CheckpointError> {
+    radit_util::fs::sync_dir(dir).map_err(|e| io_err("cannot fsync", dir)(e.source))
 }
 
 /// Whether a larger or a smaller metric is better.
@@ -382,7 +387,7 @@ impl CheckpointManager {
             }
         }
         fs::rename(&tmp, &dir).map_err(io_err("cannot rename into place", &tmp))?;
-        sync_dir(&self.root).map_err(io_err("cannot fsync", &self.root))?;
+        sync_dir(&self.root)?;
 
         let (pruned, prune_warnings) = self.prune(&dir);
         warnings.extend(prune_warnings);
@@ -605,9 +610,9 @@ fn write_checkpoint(
     // Written last: a directory with a manifest has all its files.
     write_synced(&tmp.join(MANIFEST_NAME), &json)?;
     for d in dirs.iter().rev() {
-        sync_dir(d).map_err(io_err("cannot fsync", d))?;
+        sync_dir(d)?;
     }
-    sync_dir(tmp).map_err(io_err("cannot fsync", tmp))
+    sync_dir(tmp)
 }
 
 fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), CheckpointError> {

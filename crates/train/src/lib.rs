@@ -6,7 +6,6 @@
 //! - [`schedule`]: learning-rate schedules as pure functions of the step.
 //! - [`metrics`]: TensorBoard, JSONL and console sinks behind a logger that never fails.
 //! - [`signals`]: SIGTERM/SIGINT as a flag polled by the loop.
-//! - [`rng`]: a seedable RNG whose full state fits in a checkpoint.
 //! - [`guard`]: stop at the first non-finite loss, naming the last good checkpoint.
 //! - [`trainer`]: the loop (AdamW, accumulation, clipping, checkpoints, exact resume,
 //!   evaluation) that a stage drives through its [`trainer::Objective`].
@@ -16,11 +15,10 @@
 #![deny(missing_docs)]
 
 pub mod checkpoint;
-mod fsutil;
 pub mod guard;
 pub mod metrics;
 pub mod recipe;
-pub mod rng;
 pub mod schedule;
 pub mod signals;
+mod time;
 pub mod trainer;

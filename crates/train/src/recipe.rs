@@ -326,10 +326,11 @@ pub fn to_value<T: Serialize>(recipe: &T) -> Result<Value, RecipeError> {
 /// fsync, rename), so a crash never leaves a half-written recipe beside a checkpoint.
 pub fn save_resolved(value: &Value, path: &Path) -> Result<(), RecipeError> {
     let text = to_toml_string(value)?;
-    crate::fsutil::write_atomic(path, text.as_bytes()).map_err(|source| RecipeError::Io {
+    // The path in the error is the one that failed (the temporary sibling or the recipe).
+    radit_util::fs::atomic_write(path, text.as_bytes()).map_err(|e| RecipeError::Io {
         action: "write",
-        path: path.to_path_buf(),
-        source,
+        path: e.path,
+        source: e.source,
     })
 }
 

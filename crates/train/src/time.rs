@@ -1,43 +1,6 @@
-//! Small filesystem and time helpers shared by the checkpoint and recipe modules.
+//! Timestamps for checkpoint manifests, without a date-time dependency.
 
-use std::fs::File;
-use std::io::{self, Write};
-use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
-
-/// Writes `bytes` to `path` through a temporary sibling, fsyncs it, renames it into place
-/// and fsyncs the directory, so readers see either the old file or the whole new one.
-pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let parent = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    let name = path
-        .file_name()
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no file name"))?;
-    let tmp = parent.join(format!(
-        ".{}.tmp-{}",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
-    let result = (|| {
-        let mut f = File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        drop(f);
-        std::fs::rename(&tmp, path)?;
-        sync_dir(parent)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
-}
-
-/// fsyncs a directory so that entries created or renamed in it survive a power loss.
-pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
-}
 
 /// Milliseconds since the Unix epoch (0 if the clock is before it).
 pub(crate) fn unix_millis(t: SystemTime) -> u64 {
@@ -89,15 +52,5 @@ mod tests {
         assert_eq!(utc_rfc3339(t), "2000-02-29T12:34:56.789Z");
         let t = UNIX_EPOCH + Duration::from_secs(1_795_392_000);
         assert_eq!(utc_rfc3339(t), "2026-11-23T00:00:00.000Z");
-    }
-
-    #[test]
-    fn write_atomic_replaces() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("f.txt");
-        write_atomic(&p, b"one").unwrap();
-        write_atomic(&p, b"two").unwrap();
-        assert_eq!(std::fs::read(&p).unwrap(), b"two");
-        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
     }
 }

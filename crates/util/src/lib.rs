@@ -1,0 +1,15 @@
+//! Shared primitives every radit crate uses, kept in one place so they cannot drift apart.
+//!
+//! - [`rng`]: the SplitMix64 generator and the [`rng::mix`] seed derivation behind every
+//!   seeded stream (sampler order, prompt markers, fold splits, generation sampling,
+//!   bootstrap resamples, test weights). Resume and determinism tests compare these streams
+//!   bit for bit, so their arithmetic is pinned by tests here.
+//! - [`fs`]: durable file and directory replacement (temporary file, fsync, rename, fsync
+//!   of the parent directory).
+//!
+//! Only std and thiserror: the crates without burn (radit-data, radit-docstore) depend on it.
+
+#![deny(missing_docs)]
+
+pub mod fs;
+pub mod rng;
