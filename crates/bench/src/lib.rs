@@ -412,15 +412,9 @@ impl TokenRng {
     }
 }
 
-/// Standard normal floats (Box–Muller).
+/// Standard normal floats.
 fn normals(rng: &mut SplitMix64, n: usize) -> Vec<f32> {
-    (0..n)
-        .map(|_| {
-            let u1 = rng.next_f64().max(f64::MIN_POSITIVE);
-            let u2 = rng.next_f64();
-            ((-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()) as f32
-        })
-        .collect()
+    (0..n).map(|_| rng.next_normal() as f32).collect()
 }
 
 /// Answer mask marking the last `answer` tokens of every `seq`-token row.

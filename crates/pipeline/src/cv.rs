@@ -111,7 +111,7 @@ pub fn cross_validate(
         path: path.clone(),
         message: e.to_string(),
     })?;
-    crate::fsutil::atomic_write(&path, &json)?;
+    radit_util::fs::atomic_write(&path, &json)?;
     tracing::info!("wrote {}", path.display());
     Ok(CvSummary {
         metrics,

@@ -28,6 +28,9 @@ pub enum PipelineError {
         #[source]
         source: std::io::Error,
     },
+    /// A file could not be written atomically (the message names the action and the path).
+    #[error(transparent)]
+    Write(#[from] radit_util::fs::FsError),
     /// A JSON file of the run (done marker, cross-validation summary) is malformed.
     #[error("{}: {message}", path.display())]
     Json {

@@ -19,7 +19,6 @@
 pub mod cv;
 mod error;
 pub mod evaluate;
-mod fsutil;
 pub mod lm_ft;
 pub mod pipeline;
 pub mod prompt;

@@ -1,7 +1,6 @@
 //! The LM-ft stage: the generator learns to answer from one retrieved chunk. Each training
 //! question is repeated for each of its top-k chunks, the loss covers answer tokens only.
 
-use burn::module::Module;
 use radit_data::{
     packed_batch, pad_batch, BuildReport, ExampleKey, Instance, Sampler, SamplerConfig,
     SamplerState,

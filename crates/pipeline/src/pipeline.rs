@@ -162,7 +162,7 @@ impl Pipeline {
         std::fs::create_dir_all(run.root()).map_err(|e| PipelineError::io(run.root(), e))?;
         let resolved = toml::to_string(recipe)
             .map_err(|e| PipelineError::Invalid(format!("serializing the recipe: {e}")))?;
-        crate::fsutil::atomic_write(&run.recipe_path(), resolved.as_bytes())?;
+        radit_util::fs::atomic_write(&run.recipe_path(), resolved.as_bytes())?;
 
         let embedder = load_embedder(&recipe.retriever.encoder, &self.device)?;
         let store = open_or_build_index(recipe, &run, &embedder)?;

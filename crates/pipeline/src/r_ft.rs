@@ -3,7 +3,6 @@
 
 use std::sync::Arc;
 
-use burn::module::Module;
 use radit_data::{corpus_pairs, Example, ExampleKey};
 use radit_eval::RECALL_KS;
 use radit_generator::{weights_fingerprint, LmScorer, ScoreCache};

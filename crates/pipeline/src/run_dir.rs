@@ -245,7 +245,7 @@ impl StageDir {
             path: path.clone(),
             message: e.to_string(),
         })?;
-        crate::fsutil::atomic_write(&path, &json)
+        Ok(radit_util::fs::atomic_write(&path, &json)?)
     }
 }
 
