@@ -8,10 +8,11 @@
 //! - [`signals`]: SIGTERM/SIGINT as a flag polled by the loop.
 //! - [`rng`]: a seedable RNG whose full state fits in a checkpoint.
 //! - [`guard`]: stop at the first non-finite loss, naming the last good checkpoint.
-//! - [`trainer`]: the loop (AdamW, accumulation, clipping, checkpoints, exact resume,
+//! - [`trainer`]: the loop (optimizer, accumulation, clipping, checkpoints, exact resume,
 //!   evaluation) that a stage drives through its [`trainer::Objective`].
 //!
 //! Only [`trainer`] touches burn; it knows modules and tensors, never a model architecture.
+//! Warnings and notices go through `tracing`; the binary installs the subscriber.
 
 #![deny(missing_docs)]
 
@@ -23,4 +24,6 @@ pub mod recipe;
 pub mod rng;
 pub mod schedule;
 pub mod signals;
+#[cfg(test)]
+mod testlog;
 pub mod trainer;
