@@ -13,8 +13,9 @@ use crate::{answer_nll, LmTargets};
 pub trait BatchSource {
     /// The next micro-batch and its answer mask (`[batch, seq_len]`, 1 on answer tokens).
     fn next_batch(&mut self) -> Result<(TokenBatch, Vec<u8>), BoxError>;
-    /// The current position, serialized.
-    fn state(&self) -> Vec<u8>;
+    /// The current position, serialized. An error fails the checkpoint being written (and
+    /// the run) rather than saving a position that could not resume.
+    fn state(&self) -> Result<Vec<u8>, BoxError>;
     /// Restores a position returned by [`BatchSource::state`].
     fn restore(&mut self, state: &[u8]) -> Result<(), BoxError>;
 }
@@ -41,7 +42,7 @@ impl Objective<Llama> for LmObjective<'_> {
             items,
         })
     }
-    fn state(&self) -> Vec<u8> {
+    fn state(&self) -> Result<Vec<u8>, BoxError> {
         self.source.state()
     }
     fn restore(&mut self, state: &[u8]) -> Result<(), BoxError> {

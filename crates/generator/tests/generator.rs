@@ -105,10 +105,11 @@ mod trainer {
     use super::*;
     use radit_generator::lora::{apply_lora, parameter_counts, LoraConfig};
     use radit_generator::trainer::{train_lm, BatchSource};
+    use radit_train::checkpoint::BestMetric;
     use radit_train::metrics::MetricLogger;
     use radit_train::schedule::LrSchedule;
     use radit_train::trainer::{
-        clip_global_norm, BoxError, Outcome, RunContext, TrainConfig, TrainerState,
+        clip_global_norm, BoxError, OptimizerConfig, Outcome, RunContext, TrainConfig, TrainerState,
     };
 
     /// Eight fixed micro-batches served round-robin; the position is the checkpointed state.
@@ -142,8 +143,8 @@ mod trainer {
             self.next += 1;
             Ok(b)
         }
-        fn state(&self) -> Vec<u8> {
-            (self.next as u64).to_le_bytes().to_vec()
+        fn state(&self) -> Result<Vec<u8>, BoxError> {
+            Ok((self.next as u64).to_le_bytes().to_vec())
         }
         fn restore(&mut self, state: &[u8]) -> Result<(), BoxError> {
             self.next = u64::from_le_bytes(state.try_into()?) as usize;
@@ -155,19 +156,20 @@ mod trainer {
         TrainConfig {
             lr: 5e-3,
             weight_decay: 0.01,
+            optimizer: OptimizerConfig::default(),
             schedule: LrSchedule::Cosine {
                 warmup_steps: 2,
-                total_steps: 6,
+                total_steps: Some(6),
                 min_lr_ratio: 0.1,
             },
             max_steps,
             grad_accum: 2,
             max_grad_norm: Some(1.0),
-            save_every: 2,
+            save_every: Some(2),
             keep_last: 2,
             save_every_minutes: None,
             eval_every: None,
-            best_metric: "dev/em".into(),
+            best_metric: BestMetric::default(),
             early_stopping_patience: None,
         }
     }
@@ -324,10 +326,12 @@ mod trainer {
     fn evaluation_keeps_the_best_checkpoint_and_stops_early() {
         let dir = tempfile::tempdir().unwrap();
         let mut cfg = config(10);
+        // The default schedule's total of 6 would end before these 10 steps.
+        cfg.schedule = LrSchedule::Constant { warmup_steps: 0 };
         cfg.eval_every = Some(1);
         cfg.early_stopping_patience = Some(2);
         cfg.keep_last = 1;
-        cfg.save_every = 100;
+        cfg.save_every = Some(100);
         let scores = [0.5, 0.6, 0.4, 0.3, 0.9];
         let mut calls = 0;
         let mut evaluator = |_: &Llama| -> Result<Vec<(String, f64)>, BoxError> {

@@ -395,12 +395,12 @@ impl<T: Tokenize> Objective<Bert> for RftObjective<'_, T> {
         })
     }
 
-    fn state(&self) -> Vec<u8> {
+    fn state(&self) -> Result<Vec<u8>, BoxError> {
         let state = ObjectiveState {
             sampler: self.sampler.state(),
             refreshed: self.refreshed_at.map(|s| (s, self.candidates.clone())),
         };
-        serde_json::to_vec(&state).unwrap_or_default()
+        Ok(serde_json::to_vec(&state)?)
     }
 
     fn restore(&mut self, state: &[u8]) -> Result<(), BoxError> {

@@ -130,14 +130,79 @@ pub enum MetricMode {
     Max,
 }
 
-/// The metric by which the best checkpoint is kept.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// The metric by which the best checkpoint is kept, as written in a recipe:
+///
+/// ```toml
+/// best_metric = { name = "dev/em", mode = "max" }
+/// ```
+///
+/// The plain-string form of earlier recipes, `best_metric = "dev/em"`, still reads, as
+/// `mode = "max"`. Earlier versions guessed "smaller is better" for names containing `loss`;
+/// such a plain string is rejected rather than silently read with the opposite direction,
+/// and the message shows the table form to write instead.
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct BestMetric {
     /// Metric name as passed to [`CheckpointManager::save`], e.g. `dev/em`.
     pub name: String,
     /// Whether larger or smaller is better.
     pub mode: MetricMode,
+}
+
+impl Default for BestMetric {
+    /// `dev/em`, larger is better.
+    fn default() -> Self {
+        BestMetric {
+            name: "dev/em".into(),
+            mode: MetricMode::Max,
+        }
+    }
+}
+
+/// The table form of [`BestMetric`]; a separate type so its own derive reports unknown or
+/// missing keys with serde's usual messages (which the recipe loader turns into key paths).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BestMetricTable {
+    name: String,
+    mode: MetricMode,
+}
+
+impl<'de> Deserialize<'de> for BestMetric {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = BestMetric;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a table `{ name = \"dev/em\", mode = \"max\" }` or a metric name")
+            }
+            fn visit_str<E: serde::de::Error>(self, name: &str) -> Result<BestMetric, E> {
+                if name.contains("loss") {
+                    return Err(E::custom(format!(
+                        "a plain metric name means larger is better, which `{name}` probably \
+                         is not; write best_metric = {{ name = \"{name}\", mode = \"min\" }} \
+                         (or mode = \"max\")"
+                    )));
+                }
+                Ok(BestMetric {
+                    name: name.to_string(),
+                    mode: MetricMode::Max,
+                })
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<BestMetric, A::Error> {
+                let table = BestMetricTable::deserialize(
+                    serde::de::value::MapAccessDeserializer::new(map),
+                )?;
+                Ok(BestMetric {
+                    name: table.name,
+                    mode: table.mode,
+                })
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
 }
 
 /// Which checkpoints survive a save.

@@ -7,10 +7,11 @@
 //! - [`metrics`]: TensorBoard, JSONL and console sinks behind a logger that never fails.
 //! - [`signals`]: SIGTERM/SIGINT as a flag polled by the loop.
 //! - [`guard`]: stop at the first non-finite loss, naming the last good checkpoint.
-//! - [`trainer`]: the loop (AdamW, accumulation, clipping, checkpoints, exact resume,
+//! - [`trainer`]: the loop (optimizer, accumulation, clipping, checkpoints, exact resume,
 //!   evaluation) that a stage drives through its [`trainer::Objective`].
 //!
 //! Only [`trainer`] touches burn; it knows modules and tensors, never a model architecture.
+//! Warnings and notices go through `tracing`; the binary installs the subscriber.
 
 #![deny(missing_docs)]
 
@@ -21,4 +22,6 @@ pub mod recipe;
 pub mod schedule;
 pub mod signals;
 mod time;
+#[cfg(test)]
+mod testlog;
 pub mod trainer;

@@ -1,6 +1,7 @@
-//! The training loop every stage shares: AdamW, LR schedule, mean gradient accumulation,
-//! global-norm clipping, NaN guard, checkpoints with exact resume, evaluation with
-//! best-checkpoint selection and early stopping, signals and metrics.
+//! The training loop every stage shares: an optimizer (AdamW from the recipe, or the
+//! caller's), LR schedule, mean gradient accumulation, global-norm clipping, NaN guard,
+//! checkpoints with exact resume, evaluation with best-checkpoint selection and early
+//! stopping, signals and metrics.
 //!
 //! A stage plugs in through [`Objective`]: it serves the next micro-batch's loss for the
 //! current model and owns the data position that checkpoints save. The loop knows nothing of
@@ -12,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
-use burn::optim::{AdamWConfig, GradientsAccumulator, GradientsParams};
+use burn::optim::{AdamWConfig, GradientsAccumulator, GradientsParams, ModuleOptimizer};
 use burn::store::ModuleRecord;
 use burn::tensor::{Bytes, Tensor};
 use serde::{Deserialize, Serialize};
@@ -20,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use crate::checkpoint::{BestMetric, CheckpointManager, MetricMode, Retention};
 use crate::guard::LossGuard;
 use crate::metrics::MetricLogger;
-use crate::schedule::LrSchedule;
+use crate::schedule::{validate_peak_lr, LrSchedule, ScheduleError};
 use crate::signals::StopFlag;
 
 /// Boxed error from an objective or an evaluator.
@@ -40,12 +41,158 @@ pub struct MicroBatchLoss {
 pub trait Objective<M: Module> {
     /// The loss of the next micro-batch under `model`, before optimizer step `step` (0-based).
     fn next_loss(&mut self, model: &M, step: u64) -> Result<MicroBatchLoss, BoxError>;
-    /// The current data position, serialized.
-    fn state(&self) -> Vec<u8>;
+    /// The current data position, serialized. An error fails the checkpoint (and the run):
+    /// a checkpoint without its data position could not resume exactly.
+    fn state(&self) -> Result<Vec<u8>, BoxError>;
     /// Restores a position returned by [`Objective::state`].
     fn restore(&mut self, state: &[u8]) -> Result<(), BoxError>;
     /// Unit of [`MicroBatchLoss::items`], logged as `train/{unit}_per_sec` (e.g. `tokens`).
     fn unit(&self) -> &'static str;
+}
+
+/// The optimizer a recipe selects, as written in a stage's train table:
+///
+/// ```toml
+/// optimizer = { kind = "adamw", beta1 = 0.9, beta2 = 0.999, epsilon = 1e-5 }
+/// ```
+///
+/// Weight decay stays at [`TrainConfig::weight_decay`]. For an optimizer not listed here,
+/// pass one to [`train_with_optimizer`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", deny_unknown_fields)]
+pub enum OptimizerConfig {
+    /// AdamW (Loshchilov & Hutter) with decoupled weight decay. Every default is burn's
+    /// `AdamWConfig` default, so a recipe without an `optimizer` key trains exactly as
+    /// before the key existed.
+    #[serde(rename = "adamw")]
+    AdamW {
+        /// Decay rate of the first moment.
+        #[serde(default = "default_beta1")]
+        beta1: f64,
+        /// Decay rate of the second moment.
+        #[serde(default = "default_beta2")]
+        beta2: f64,
+        /// Added to the second moment's root for numerical stability (burn's default is
+        /// `1e-5`, not PyTorch's `1e-8`).
+        #[serde(default = "default_epsilon")]
+        epsilon: f64,
+        /// Use the running maximum of the second moment (AMSGrad).
+        #[serde(default)]
+        amsgrad: bool,
+    },
+}
+
+// burn's AdamWConfig defaults, as f64 so that a resolved recipe prints them as typed;
+// each converts to exactly burn's f32 (tested).
+fn default_beta1() -> f64 {
+    0.9
+}
+
+fn default_beta2() -> f64 {
+    0.999
+}
+
+fn default_epsilon() -> f64 {
+    1e-5
+}
+
+impl Default for OptimizerConfig {
+    fn default() -> Self {
+        OptimizerConfig::AdamW {
+            beta1: default_beta1(),
+            beta2: default_beta2(),
+            epsilon: default_epsilon(),
+            amsgrad: false,
+        }
+    }
+}
+
+impl OptimizerConfig {
+    /// Checks the parameters; keys in errors are relative to the stage's train table.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        match *self {
+            OptimizerConfig::AdamW {
+                beta1,
+                beta2,
+                epsilon,
+                ..
+            } => {
+                for (key, beta) in [("optimizer.beta1", beta1), ("optimizer.beta2", beta2)] {
+                    if !(0.0..1.0).contains(&beta) {
+                        return Err(ConfigError::new(
+                            key,
+                            format!("must be in [0, 1), got {beta}"),
+                        ));
+                    }
+                }
+                if !(epsilon.is_finite() && epsilon > 0.0) {
+                    return Err(ConfigError::new(
+                        "optimizer.epsilon",
+                        format!("must be finite and > 0, got {epsilon}"),
+                    ));
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// burn's configuration of this optimizer with `weight_decay`.
+    fn adamw(&self, weight_decay: f64) -> AdamWConfig {
+        match *self {
+            OptimizerConfig::AdamW {
+                beta1,
+                beta2,
+                epsilon,
+                amsgrad,
+            } => AdamWConfig::new()
+                .with_beta_1(beta1 as f32)
+                .with_beta_2(beta2 as f32)
+                .with_epsilon(epsilon as f32)
+                .with_amsgrad(amsgrad)
+                .with_weight_decay(weight_decay as f32),
+        }
+    }
+
+    /// The whole-module optimizer, with no state yet. Without gradient clipping: the loop
+    /// clips the global norm itself ([`TrainConfig::max_grad_norm`]).
+    pub fn init(&self, weight_decay: f64) -> ModuleOptimizer {
+        self.adamw(weight_decay).init()
+    }
+}
+
+/// A setting of a [`TrainConfig`] that cannot work.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("invalid `{key}`: {reason}")]
+pub struct ConfigError {
+    /// The offending key, relative to the stage's train table (e.g. `lr`,
+    /// `schedule.total_steps`), or prefixed by [`ConfigError::within`].
+    pub key: String,
+    /// What is wrong with its value.
+    pub reason: String,
+}
+
+impl ConfigError {
+    fn new(key: &str, reason: String) -> Self {
+        ConfigError {
+            key: key.to_string(),
+            reason,
+        }
+    }
+
+    /// The same error with the key placed under `table`, e.g. `stages.lm_ft.train`, so the
+    /// message names the full dotted path of the recipe.
+    pub fn within(mut self, table: &str) -> Self {
+        if !table.is_empty() {
+            self.key = format!("{table}.{}", self.key);
+        }
+        self
+    }
+}
+
+impl From<ScheduleError> for ConfigError {
+    fn from(e: ScheduleError) -> Self {
+        ConfigError::new(e.key(), e.to_string())
+    }
 }
 
 /// Optimization, checkpointing and evaluation settings of one training stage.
@@ -54,10 +201,14 @@ pub trait Objective<M: Module> {
 pub struct TrainConfig {
     /// Peak learning rate.
     pub lr: f64,
-    /// AdamW decoupled weight decay.
+    /// Decoupled weight decay of the optimizer.
     #[serde(default)]
     pub weight_decay: f64,
-    /// Learning-rate multiplier per step.
+    /// The optimizer (default: AdamW with burn's defaults).
+    #[serde(default)]
+    pub optimizer: OptimizerConfig,
+    /// Learning-rate multiplier per step. A decaying schedule without `total_steps` decays
+    /// over `max_steps`; give `total_steps` explicitly if `max_steps` may change on a resume.
     pub schedule: LrSchedule,
     /// Optimizer steps to run in total.
     pub max_steps: u64,
@@ -67,9 +218,12 @@ pub struct TrainConfig {
     /// Clip the global gradient norm to this value.
     #[serde(default)]
     pub max_grad_norm: Option<f64>,
-    /// Save a checkpoint every this many steps (and at the end).
-    pub save_every: u64,
-    /// Checkpoints kept besides the newest.
+    /// Save a checkpoint every this many steps; `None` (the default): at the end only.
+    /// Evaluations, `save_every_minutes`, early stopping and SIGTERM/SIGINT save too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub save_every: Option<u64>,
+    /// How many of the newest checkpoints retention keeps (at least 1), besides the best
+    /// one when evaluating.
     #[serde(default = "three")]
     pub keep_last: usize,
     /// Also save when this many minutes have passed since the last save.
@@ -78,26 +232,75 @@ pub struct TrainConfig {
     /// Evaluate (and save) every this many steps, when the caller gives an evaluator.
     #[serde(default)]
     pub eval_every: Option<u64>,
-    /// The evaluation metric that picks the best checkpoint (kept through retention);
-    /// larger is better unless its name contains `loss`.
-    #[serde(default = "default_best_metric")]
-    pub best_metric: String,
+    /// The evaluation metric that picks the best checkpoint (kept through retention), and
+    /// its direction (default: `{ name = "dev/em", mode = "max" }`).
+    #[serde(default)]
+    pub best_metric: BestMetric,
     /// Stop after this many evaluations without a new best.
     #[serde(default)]
     pub early_stopping_patience: Option<u64>,
 }
 
-fn default_best_metric() -> String {
-    "dev/em".into()
-}
-
 impl TrainConfig {
-    fn best_mode(&self) -> MetricMode {
-        if self.best_metric.contains("loss") {
-            MetricMode::Min
-        } else {
-            MetricMode::Max
+    /// Checks every setting (call once after loading a recipe; [`train`] calls it too).
+    /// Keys in errors are relative to the stage's train table; see [`ConfigError::within`].
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let positive = |key: &str, v: f64| {
+            if v.is_finite() && v > 0.0 {
+                Ok(())
+            } else {
+                Err(ConfigError::new(
+                    key,
+                    format!("must be finite and > 0, got {v}"),
+                ))
+            }
+        };
+        let at_least_one = |key: &str, v: u64| {
+            if v >= 1 {
+                Ok(())
+            } else {
+                Err(ConfigError::new(key, "must be at least 1, got 0".into()))
+            }
+        };
+        validate_peak_lr(self.lr)?;
+        if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
+            return Err(ConfigError::new(
+                "weight_decay",
+                format!("must be finite and >= 0, got {}", self.weight_decay),
+            ));
         }
+        at_least_one("max_steps", self.max_steps)?;
+        at_least_one("grad_accum", self.grad_accum as u64)?;
+        if let Some(norm) = self.max_grad_norm {
+            positive("max_grad_norm", norm)?;
+        }
+        if let Some(every) = self.save_every {
+            at_least_one("save_every", every)?;
+        }
+        at_least_one("keep_last", self.keep_last as u64)?;
+        if let Some(minutes) = self.save_every_minutes {
+            positive("save_every_minutes", minutes)?;
+        }
+        if let Some(every) = self.eval_every {
+            at_least_one("eval_every", every)?;
+        }
+        if let Some(patience) = self.early_stopping_patience {
+            at_least_one("early_stopping_patience", patience)?;
+        }
+        if self.best_metric.name.is_empty() {
+            return Err(ConfigError::new(
+                "best_metric.name",
+                "must not be empty".into(),
+            ));
+        }
+        self.optimizer.validate()?;
+        self.schedule.validate(self.max_steps)?;
+        Ok(())
+    }
+
+    /// Steps between regular checkpoints: `save_every`, or `max_steps` when it is not set.
+    pub fn save_interval(&self) -> u64 {
+        self.save_every.unwrap_or(self.max_steps).max(1)
     }
 }
 
@@ -155,6 +358,12 @@ pub enum TrainError {
     /// Model or optimizer state could not be (de)serialized.
     #[error("{0}")]
     State(String),
+    /// The configuration cannot work (see [`TrainConfig::validate`]).
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The objective could not serialize its data position, so no checkpoint was written.
+    #[error("cannot save the data position: {0}")]
+    DataState(BoxError),
 }
 
 /// Sums the squares of every gradient into one device scalar.
@@ -240,14 +449,49 @@ pub struct RunContext<'a, M> {
     pub evaluate: Option<&'a mut Evaluator<'a, M>>,
 }
 
-/// Runs (or resumes) a stage: `model` (on an autodiff device) minimizes `objective` with AdamW.
-/// With `resume`, the newest valid checkpoint under `run_dir` restores weights, optimizer
-/// moments, data position and step, so the run continues exactly where it stopped.
+/// Runs (or resumes) a stage: `model` (on an autodiff device) minimizes `objective` with the
+/// optimizer of `config.optimizer`. With `resume`, the newest valid checkpoint under
+/// `run_dir` restores weights, optimizer moments, data position and step, so the run
+/// continues exactly where it stopped. Fails with [`TrainError::Config`] before touching
+/// anything when [`TrainConfig::validate`] does.
 pub fn train<M: Module>(
+    model: M,
+    objective: &mut dyn Objective<M>,
+    config: &TrainConfig,
+    run: RunContext<'_, M>,
+) -> Result<(M, TrainerState, Outcome), TrainError> {
+    config.validate()?;
+    let optim = config.optimizer.init(config.weight_decay);
+    run_loop(model, objective, config, run, optim)
+}
+
+/// Like [`train`], with the caller's optimizer instead of `config.optimizer`: any
+/// `burn::optim::Optimizer` (e.g. `SgdConfig::new().build()`), or a `ModuleOptimizer`
+/// with parameter groups.
+///
+/// `config.optimizer` and `config.weight_decay` are not used; the rest of `config` is.
+/// Checkpoints save and restore the optimizer's state through burn's record format, which
+/// every burn optimizer supports, so a resume is as exact as with [`train`] provided it is
+/// given the same optimizer (a different one would find no usable state and start afresh).
+/// Leave burn's own gradient clipping off: the loop clips to `max_grad_norm` already.
+pub fn train_with_optimizer<M: Module, O: Into<ModuleOptimizer>>(
+    model: M,
+    objective: &mut dyn Objective<M>,
+    config: &TrainConfig,
+    run: RunContext<'_, M>,
+    optim: O,
+) -> Result<(M, TrainerState, Outcome), TrainError> {
+    config.validate()?;
+    run_loop(model, objective, config, run, optim.into())
+}
+
+/// The loop of [`train`] and [`train_with_optimizer`], on a validated `config`.
+fn run_loop<M: Module>(
     mut model: M,
     objective: &mut dyn Objective<M>,
     config: &TrainConfig,
     run: RunContext<'_, M>,
+    mut optim: ModuleOptimizer,
 ) -> Result<(M, TrainerState, Outcome), TrainError> {
     let RunContext {
         run_dir,
@@ -257,21 +501,15 @@ pub fn train<M: Module>(
         stop,
         mut evaluate,
     } = run;
-    let mut optim = AdamWConfig::new()
-        .with_weight_decay(config.weight_decay as f32)
-        .init();
     // Best-by-metric retention only makes sense when something is evaluated.
-    let best = evaluate
+    let best: Option<BestMetric> = evaluate
         .as_ref()
         .and(config.eval_every)
-        .map(|_| BestMetric {
-            name: config.best_metric.clone(),
-            mode: config.best_mode(),
-        });
+        .map(|_| config.best_metric.clone());
     let mut manager = CheckpointManager::new(
         run_dir,
         Retention {
-            keep_last: config.keep_last.max(1),
+            keep_last: config.keep_last,
             best,
         },
     );
@@ -280,7 +518,7 @@ pub fn train<M: Module>(
     if resume {
         let latest = manager.latest_valid()?;
         for skipped in &latest.skipped {
-            eprintln!("warning: skipping checkpoint: {skipped}");
+            tracing::warn!("{skipped}");
         }
         if let Some(ckpt) = latest.checkpoint {
             let record = ModuleRecord::from_bytes(Bytes::from_bytes_vec(ckpt.read("model.bpk")?))
@@ -297,6 +535,11 @@ pub fn train<M: Module>(
             state = serde_json::from_slice(&ckpt.read("trainer.json")?)
                 .map_err(|e| state_err("trainer.json", e))?;
             guard = LossGuard::resumed_from(state.step, ckpt.dir());
+            tracing::info!(
+                "resuming at step {} from {}",
+                state.step,
+                ckpt.dir().display()
+            );
         }
     }
     let save = |manager: &mut CheckpointManager,
@@ -312,7 +555,8 @@ pub fn train<M: Module>(
             .into_bytes()
             .map_err(|e| state_err("model state", e))?;
         let trainer = serde_json::to_vec(state).map_err(|e| state_err("trainer.json", e))?;
-        let data = objective.state();
+        // Before anything is written: a checkpoint without its data position is no checkpoint.
+        let data = objective.state().map_err(TrainError::DataState)?;
         let mut files: Vec<(&str, &[u8])> = vec![
             ("model.bpk", &model_bytes),
             ("optimizer.bpk", &optim_bytes),
@@ -329,11 +573,12 @@ pub fn train<M: Module>(
         }
         let saved = manager.save(state.step, &files, &metrics)?;
         for w in &saved.warnings {
-            eprintln!("warning: {w}");
+            tracing::warn!("{w}");
         }
         Ok(saved.dir)
     };
-    let accum = config.grad_accum.max(1);
+    let accum = config.grad_accum;
+    let save_every = config.save_interval();
     let mut last_save = Instant::now();
     while state.step < config.max_steps {
         let started = Instant::now();
@@ -354,7 +599,7 @@ pub fn train<M: Module>(
         guard.check_loss(step, loss_sum)?;
         let mut grads = accumulator.grads();
         let (clipped, grad_norm) = clip_global_norm(model, &mut grads, config.max_grad_norm);
-        let lr = config.schedule.lr(config.lr, state.step);
+        let lr = config.schedule.lr(config.lr, state.step, config.max_steps);
         model = optim.step(lr, clipped, grads);
         state.step = step;
         state.losses.push(loss_sum);
@@ -373,15 +618,16 @@ pub fn train<M: Module>(
         let mut eval_metrics = Vec::new();
         let mut early_stop = false;
         if let (Some(every), Some(evaluator)) = (config.eval_every, evaluate.as_mut()) {
-            if step % every.max(1) == 0 || step == config.max_steps {
+            if step % every == 0 || step == config.max_steps {
                 eval_metrics = evaluator(&model.valid()).map_err(TrainError::Evaluation)?;
                 let scalars: Vec<(&str, f64)> =
                     eval_metrics.iter().map(|(n, v)| (n.as_str(), *v)).collect();
                 logger.log_scalars(step, &scalars);
-                if let Some(&(_, value)) =
-                    eval_metrics.iter().find(|(n, _)| *n == config.best_metric)
+                if let Some(&(_, value)) = eval_metrics
+                    .iter()
+                    .find(|(n, _)| *n == config.best_metric.name)
                 {
-                    let better = match (state.best, config.best_mode()) {
+                    let better = match (state.best, config.best_metric.mode) {
                         (None, _) => true,
                         (Some((b, _)), MetricMode::Max) => value > b,
                         (Some((b, _)), MetricMode::Min) => value < b,
@@ -402,7 +648,7 @@ pub fn train<M: Module>(
         let timed = config
             .save_every_minutes
             .is_some_and(|m| last_save.elapsed().as_secs_f64() >= m * 60.0);
-        let due = step % config.save_every.max(1) == 0 || step == config.max_steps;
+        let due = step % save_every == 0 || step == config.max_steps;
         if due || timed || interrupted || early_stop || !eval_metrics.is_empty() {
             let optim_bytes = optim
                 .into_bytes()
@@ -431,4 +677,502 @@ pub fn train<M: Module>(
     }
     logger.flush();
     Ok((model, state, Outcome::Finished))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::optim::momentum::MomentumConfig;
+    use burn::optim::SgdConfig;
+    use burn::tensor::{Device, TensorData};
+
+    #[derive(Module, Debug)]
+    struct Weights {
+        w: Param<Tensor<1>>,
+    }
+
+    fn weights() -> Weights {
+        let device = Device::flex().autodiff();
+        let init = TensorData::new(vec![0.3f32, -0.2, 0.1], [3]);
+        Weights {
+            w: Param::from_tensor(Tensor::from_data(init, &device)),
+        }
+    }
+
+    fn values(model: &Weights) -> Vec<f32> {
+        model.w.val().into_data().try_to_vec::<f32>().unwrap()
+    }
+
+    /// A quadratic towards a target that depends on the data position, so a resume that
+    /// lost the position (or the optimizer state) would end elsewhere.
+    #[derive(Default)]
+    struct Quadratic {
+        next: u64,
+        state_fails: bool,
+    }
+
+    impl Objective<Weights> for Quadratic {
+        fn next_loss(&mut self, model: &Weights, _step: u64) -> Result<MicroBatchLoss, BoxError> {
+            let k = self.next;
+            self.next += 1;
+            let target = TensorData::new(
+                vec![(k % 3) as f32, 1.0 - (k % 2) as f32, 0.5 * k as f32],
+                [3],
+            );
+            let target = Tensor::<1>::from_data(target, &model.w.val().device());
+            Ok(MicroBatchLoss {
+                loss: model.w.val().sub(target).square().sum(),
+                items: 1,
+            })
+        }
+        fn state(&self) -> Result<Vec<u8>, BoxError> {
+            if self.state_fails {
+                return Err("the position cannot be serialized".into());
+            }
+            Ok(self.next.to_le_bytes().to_vec())
+        }
+        fn restore(&mut self, state: &[u8]) -> Result<(), BoxError> {
+            self.next = u64::from_le_bytes(state.try_into()?);
+            Ok(())
+        }
+        fn unit(&self) -> &'static str {
+            "items"
+        }
+    }
+
+    fn config(max_steps: u64) -> TrainConfig {
+        TrainConfig {
+            lr: 0.05,
+            weight_decay: 0.01,
+            optimizer: OptimizerConfig::default(),
+            schedule: LrSchedule::Cosine {
+                warmup_steps: 1,
+                total_steps: Some(6),
+                min_lr_ratio: 0.1,
+            },
+            max_steps,
+            grad_accum: 2,
+            max_grad_norm: Some(1.0),
+            save_every: Some(2),
+            keep_last: 2,
+            save_every_minutes: None,
+            eval_every: None,
+            best_metric: BestMetric::default(),
+            early_stopping_patience: None,
+        }
+    }
+
+    fn ctx<'a>(
+        dir: &'a Path,
+        resume: bool,
+        logger: &'a mut MetricLogger,
+    ) -> RunContext<'a, Weights> {
+        RunContext {
+            run_dir: dir,
+            resume,
+            extra_files: &[],
+            logger,
+            stop: None,
+            evaluate: None,
+        }
+    }
+
+    fn run(
+        dir: &Path,
+        cfg: &TrainConfig,
+        resume: bool,
+    ) -> Result<(Weights, TrainerState, Outcome), TrainError> {
+        let mut logger = MetricLogger::new();
+        train(
+            weights(),
+            &mut Quadratic::default(),
+            cfg,
+            ctx(dir, resume, &mut logger),
+        )
+    }
+
+    fn sgd() -> burn::optim::Sgd {
+        SgdConfig::new()
+            .with_momentum(Some(MomentumConfig::new()))
+            .build()
+    }
+
+    fn run_sgd(
+        dir: &Path,
+        cfg: &TrainConfig,
+        resume: bool,
+    ) -> Result<(Weights, TrainerState, Outcome), TrainError> {
+        let mut logger = MetricLogger::new();
+        train_with_optimizer(
+            weights(),
+            &mut Quadratic::default(),
+            cfg,
+            ctx(dir, resume, &mut logger),
+            sgd(),
+        )
+    }
+
+    fn step_dirs(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir.join("checkpoints"))
+            .map(|rd| {
+                rd.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| n.starts_with("step-"))
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        names
+    }
+
+    fn parse(text: &str) -> Result<TrainConfig, String> {
+        toml::from_str(text).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn validate_names_the_offending_key() {
+        config(6).validate().unwrap();
+        let cases: Vec<(&str, Box<dyn Fn(&mut TrainConfig)>)> = vec![
+            ("lr", Box::new(|c: &mut TrainConfig| c.lr = 0.0)),
+            ("lr", Box::new(|c: &mut TrainConfig| c.lr = f64::NAN)),
+            (
+                "weight_decay",
+                Box::new(|c: &mut TrainConfig| c.weight_decay = -0.1),
+            ),
+            (
+                "weight_decay",
+                Box::new(|c: &mut TrainConfig| c.weight_decay = f64::INFINITY),
+            ),
+            ("max_steps", Box::new(|c: &mut TrainConfig| c.max_steps = 0)),
+            (
+                "grad_accum",
+                Box::new(|c: &mut TrainConfig| c.grad_accum = 0),
+            ),
+            (
+                "max_grad_norm",
+                Box::new(|c: &mut TrainConfig| c.max_grad_norm = Some(0.0)),
+            ),
+            (
+                "max_grad_norm",
+                Box::new(|c: &mut TrainConfig| c.max_grad_norm = Some(f64::NAN)),
+            ),
+            (
+                "save_every",
+                Box::new(|c: &mut TrainConfig| c.save_every = Some(0)),
+            ),
+            ("keep_last", Box::new(|c: &mut TrainConfig| c.keep_last = 0)),
+            (
+                "save_every_minutes",
+                Box::new(|c: &mut TrainConfig| c.save_every_minutes = Some(-1.0)),
+            ),
+            (
+                "eval_every",
+                Box::new(|c: &mut TrainConfig| c.eval_every = Some(0)),
+            ),
+            (
+                "early_stopping_patience",
+                Box::new(|c: &mut TrainConfig| c.early_stopping_patience = Some(0)),
+            ),
+            (
+                "best_metric.name",
+                Box::new(|c: &mut TrainConfig| c.best_metric.name.clear()),
+            ),
+            (
+                "optimizer.beta2",
+                Box::new(|c: &mut TrainConfig| {
+                    c.optimizer = OptimizerConfig::AdamW {
+                        beta1: 0.9,
+                        beta2: 1.0,
+                        epsilon: 1e-5,
+                        amsgrad: false,
+                    }
+                }),
+            ),
+            (
+                "optimizer.epsilon",
+                Box::new(|c: &mut TrainConfig| {
+                    c.optimizer = OptimizerConfig::AdamW {
+                        beta1: 0.9,
+                        beta2: 0.999,
+                        epsilon: 0.0,
+                        amsgrad: false,
+                    }
+                }),
+            ),
+            (
+                "schedule.total_steps",
+                Box::new(|c: &mut TrainConfig| c.max_steps = 7),
+            ),
+            (
+                "schedule.warmup_steps",
+                Box::new(|c: &mut TrainConfig| {
+                    c.schedule = LrSchedule::Constant { warmup_steps: 7 }
+                }),
+            ),
+            (
+                "schedule.min_lr_ratio",
+                Box::new(|c: &mut TrainConfig| {
+                    c.schedule = LrSchedule::Linear {
+                        warmup_steps: 0,
+                        total_steps: None,
+                        min_lr_ratio: 1.5,
+                    }
+                }),
+            ),
+        ];
+        for (key, mutate) in cases {
+            let mut cfg = config(6);
+            mutate(&mut cfg);
+            let err = cfg.validate().unwrap_err();
+            assert_eq!(err.key, key, "{err}");
+            assert!(err.to_string().contains(&format!("`{key}`")), "{err}");
+        }
+        let err = config(0)
+            .validate()
+            .unwrap_err()
+            .within("stages.lm_ft.train");
+        assert_eq!(
+            err.to_string(),
+            "invalid `stages.lm_ft.train.max_steps`: must be at least 1, got 0"
+        );
+    }
+
+    #[test]
+    fn train_validates_before_touching_the_run_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = config(6);
+        cfg.max_grad_norm = Some(-1.0);
+        let err = run(dir.path(), &cfg, false).err().unwrap();
+        assert!(
+            matches!(&err, TrainError::Config(e) if e.key == "max_grad_norm"),
+            "{err}"
+        );
+        let err = run_sgd(dir.path(), &cfg, false).err().unwrap();
+        assert!(matches!(err, TrainError::Config(_)), "{err}");
+        assert!(!dir.path().join("checkpoints").exists());
+    }
+
+    #[test]
+    fn minimal_recipe_takes_the_defaults() {
+        let cfg = parse(
+            "lr = 1e-3\nmax_steps = 10\nschedule = { kind = \"cosine\", warmup_steps = 2 }\n",
+        )
+        .unwrap();
+        cfg.validate().unwrap();
+        assert_eq!(cfg.save_every, None);
+        assert_eq!(cfg.save_interval(), 10);
+        assert_eq!(cfg.optimizer, OptimizerConfig::default());
+        assert_eq!(cfg.best_metric, BestMetric::default());
+        assert_eq!(cfg.best_metric.name, "dev/em");
+        assert_eq!(cfg.best_metric.mode, MetricMode::Max);
+        assert_eq!(cfg.schedule.total_steps(cfg.max_steps), Some(10));
+        // The serialized form reads back as the same configuration.
+        let again = parse(&toml::to_string(&cfg).unwrap()).unwrap();
+        assert_eq!(again, cfg);
+    }
+
+    #[test]
+    fn optimizer_from_the_recipe_with_burns_defaults() {
+        let cfg = parse(
+            "lr = 1e-3\nmax_steps = 4\nschedule = { kind = \"constant\" }\n\
+             optimizer = { kind = \"adamw\", beta1 = 0.8, beta2 = 0.99, epsilon = 1e-8 }\n",
+        )
+        .unwrap();
+        assert_eq!(
+            cfg.optimizer,
+            OptimizerConfig::AdamW {
+                beta1: 0.8,
+                beta2: 0.99,
+                epsilon: 1e-8,
+                amsgrad: false
+            }
+        );
+        let partial = parse(
+            "lr = 1e-3\nmax_steps = 4\nschedule = { kind = \"constant\" }\n\
+             optimizer = { kind = \"adamw\" }\n",
+        )
+        .unwrap();
+        assert_eq!(partial.optimizer, OptimizerConfig::default());
+        // Same f32 values as the burn configuration the loop used before the key existed.
+        assert_eq!(
+            format!("{:?}", OptimizerConfig::default().adamw(0.01)),
+            format!("{:?}", AdamWConfig::new().with_weight_decay(0.01))
+        );
+        let err = parse(
+            "lr = 1e-3\nmax_steps = 4\nschedule = { kind = \"constant\" }\n\
+             optimizer = { kind = \"lion\" }\n",
+        )
+        .unwrap_err();
+        assert!(err.contains("unknown variant `lion`"), "{err}");
+        let err = parse(
+            "lr = 1e-3\nmax_steps = 4\nschedule = { kind = \"constant\" }\n\
+             optimizer = { kind = \"adamw\", beta_1 = 0.9 }\n",
+        )
+        .unwrap_err();
+        assert!(err.contains("unknown field `beta_1`"), "{err}");
+    }
+
+    #[test]
+    fn best_metric_direction_is_explicit() {
+        let base = "lr = 1e-3\nmax_steps = 4\nschedule = { kind = \"constant\" }\n";
+        let cfg = parse(&format!(
+            "{base}best_metric = {{ name = \"dev/perplexity\", mode = \"min\" }}\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            cfg.best_metric,
+            BestMetric {
+                name: "dev/perplexity".into(),
+                mode: MetricMode::Min
+            }
+        );
+        // The plain-string form of earlier recipes: larger is better.
+        let cfg = parse(&format!("{base}best_metric = \"dev/mrr\"\n")).unwrap();
+        assert_eq!(cfg.best_metric.mode, MetricMode::Max);
+        // Earlier versions read this one as smaller-is-better: refuse to flip it silently.
+        let err = parse(&format!("{base}best_metric = \"dev/loss\"\n")).unwrap_err();
+        assert!(err.contains("mode = \"min\""), "{err}");
+        let err = parse(&format!(
+            "{base}best_metric = {{ name = \"dev/em\", mode = \"maximum\" }}\n"
+        ))
+        .unwrap_err();
+        assert!(err.contains("unknown variant `maximum`"), "{err}");
+        let err = parse(&format!("{base}best_metric = {{ name = \"dev/em\" }}\n")).unwrap_err();
+        assert!(err.contains("missing field `mode`"), "{err}");
+    }
+
+    #[test]
+    fn min_mode_keeps_the_smallest_value() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = config(6);
+        cfg.eval_every = Some(1);
+        cfg.early_stopping_patience = Some(2);
+        cfg.keep_last = 1;
+        // A name without "loss": the old guess would have taken larger as better.
+        cfg.best_metric = BestMetric {
+            name: "dev/perplexity".into(),
+            mode: MetricMode::Min,
+        };
+        let scores = [5.0, 4.0, 6.0, 7.0, 1.0];
+        let mut calls = 0;
+        let mut evaluator = |_: &Weights| -> Result<Vec<(String, f64)>, BoxError> {
+            calls += 1;
+            Ok(vec![("dev/perplexity".to_string(), scores[calls - 1])])
+        };
+        let mut logger = MetricLogger::new();
+        let run = RunContext {
+            evaluate: Some(&mut evaluator),
+            ..ctx(dir.path(), false, &mut logger)
+        };
+        let (_, state, outcome) = train(weights(), &mut Quadratic::default(), &cfg, run).unwrap();
+        assert_eq!(outcome, Outcome::EarlyStopped);
+        assert_eq!(state.best, Some((4.0, 2)));
+        assert_eq!(state.step, 4);
+        assert_eq!(
+            step_dirs(dir.path()),
+            vec!["step-00000002", "step-00000004"]
+        );
+    }
+
+    #[test]
+    fn caller_optimizer_equal_to_the_recipe_one_trains_bitwise_alike() {
+        let cfg = config(6);
+        let a = tempfile::tempdir().unwrap();
+        let (ours, ours_state, _) = run(a.path(), &cfg, false).unwrap();
+        let b = tempfile::tempdir().unwrap();
+        let mut logger = MetricLogger::new();
+        let (theirs, theirs_state, _) = train_with_optimizer(
+            weights(),
+            &mut Quadratic::default(),
+            &cfg,
+            ctx(b.path(), false, &mut logger),
+            AdamWConfig::new().with_weight_decay(0.01).init(),
+        )
+        .unwrap();
+        assert_eq!(values(&ours), values(&theirs));
+        assert_eq!(ours_state.losses, theirs_state.losses);
+        assert_ne!(values(&ours), values(&weights()));
+    }
+
+    #[test]
+    fn caller_optimizer_state_survives_a_resume() {
+        let cfg = config(6);
+        let straight = tempfile::tempdir().unwrap();
+        let (expected, expected_state, _) = run_sgd(straight.path(), &cfg, false).unwrap();
+        let split = tempfile::tempdir().unwrap();
+        run_sgd(split.path(), &config(3), false).unwrap();
+        let (resumed, resumed_state, _) = run_sgd(split.path(), &cfg, true).unwrap();
+        assert_eq!(resumed_state.losses, expected_state.losses);
+        assert_eq!(values(&resumed), values(&expected));
+        // And SGD is not AdamW: the caller's optimizer is the one used.
+        let adamw = tempfile::tempdir().unwrap();
+        let (adamw, _, _) = run(adamw.path(), &cfg, false).unwrap();
+        assert_ne!(values(&adamw), values(&expected));
+    }
+
+    #[test]
+    fn omitted_total_steps_trains_like_the_explicit_one() {
+        let explicit = config(6);
+        let mut omitted = config(6);
+        omitted.schedule = LrSchedule::Cosine {
+            warmup_steps: 1,
+            total_steps: None,
+            min_lr_ratio: 0.1,
+        };
+        let a = tempfile::tempdir().unwrap();
+        let b = tempfile::tempdir().unwrap();
+        let (x, _, _) = run(a.path(), &explicit, false).unwrap();
+        let (y, _, _) = run(b.path(), &omitted, false).unwrap();
+        assert_eq!(values(&x), values(&y));
+    }
+
+    #[test]
+    fn without_save_every_only_the_end_is_saved() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = config(5);
+        cfg.save_every = None;
+        run(dir.path(), &cfg, false).unwrap();
+        assert_eq!(step_dirs(dir.path()), vec!["step-00000005"]);
+    }
+
+    #[test]
+    fn a_failing_data_state_fails_the_save() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut logger = MetricLogger::new();
+        let mut objective = Quadratic {
+            state_fails: true,
+            ..Quadratic::default()
+        };
+        let err = train(
+            weights(),
+            &mut objective,
+            &config(4),
+            ctx(dir.path(), false, &mut logger),
+        )
+        .err()
+        .unwrap();
+        assert!(matches!(err, TrainError::DataState(_)), "{err}");
+        assert!(err.to_string().contains("cannot be serialized"), "{err}");
+        assert!(step_dirs(dir.path()).is_empty());
+    }
+
+    #[test]
+    fn warnings_and_notices_go_through_tracing() {
+        let dir = tempfile::tempdir().unwrap();
+        run(dir.path(), &config(4), false).unwrap();
+        // Corrupt the newest checkpoint: the resume skips it, with a warning.
+        let newest = dir.path().join("checkpoints/step-00000004/data.bin");
+        std::fs::write(&newest, b"garbage!").unwrap();
+        let (result, events) = crate::testlog::capture(|| run(dir.path(), &config(6), true));
+        let (_, state, _) = result.unwrap();
+        assert_eq!(state.step, 6);
+        let warned = events.iter().any(|(level, msg)| {
+            *level == tracing::Level::WARN && msg.contains("skipping checkpoint")
+        });
+        assert!(warned, "{events:?}");
+        let resumed = events.iter().any(|(level, msg)| {
+            *level == tracing::Level::INFO && msg.contains("resuming at step 2")
+        });
+        assert!(resumed, "{events:?}");
+    }
 }

@@ -61,15 +61,17 @@ impl Default for MetricLogger {
 }
 
 impl MetricLogger {
-    /// A logger with no sinks, warning on stderr.
+    /// A logger with no sinks, warning through `tracing` (the binary's subscriber decides
+    /// where warnings go).
     pub fn new() -> Self {
         MetricLogger {
             slots: Vec::new(),
-            warn: Box::new(|msg| eprintln!("warning: {msg}")),
+            warn: Box::new(|msg| tracing::warn!("{msg}")),
         }
     }
 
-    /// Sends warnings to `warn` instead of stderr (e.g. through a progress bar, or in tests).
+    /// Sends warnings to `warn` instead of `tracing` (e.g. through a progress bar, or in
+    /// tests).
     pub fn with_warn(mut self, warn: impl FnMut(&str) + Send + 'static) -> Self {
         self.warn = Box::new(warn);
         self
@@ -218,5 +220,21 @@ mod tests {
         assert!(warnings[0].contains("`bad` failed") && warnings[0].contains("disk full"));
         assert!(warnings[1].contains("`panicky` failed") && warnings[1].contains("boom"));
         assert_eq!(logger.active_sinks(), vec!["good"]);
+    }
+
+    #[test]
+    fn default_warnings_go_through_tracing() {
+        let ((), events) = crate::testlog::capture(|| {
+            let mut logger = MetricLogger::new().with_sink(Box::new(Fake {
+                name: "bad",
+                fail_at: Some(0),
+                panic: false,
+                seen: Arc::new(Mutex::new(Vec::new())),
+            }));
+            logger.log_scalars(0, &[("loss", 1.0)]);
+        });
+        assert_eq!(events.len(), 1, "{events:?}");
+        assert_eq!(events[0].0, tracing::Level::WARN);
+        assert!(events[0].1.contains("`bad` failed"), "{events:?}");
     }
 }
