@@ -58,8 +58,8 @@ impl RetrieverLoss for Margin {
         let [b, k] = logits.dims();
         let best: Tensor<2, Int> = batch.lm_logprob.clone().argmax(1); // [B, 1]
         let best_score = logits.clone().gather(1, best.clone()); // [B, 1]
-        // margin − (s_best − s_k), clamped at 0; the best chunk itself contributes exactly
-        // `margin`, which is removed again below so that only the K−1 others count.
+                                                                 // margin − (s_best − s_k), clamped at 0; the best chunk itself contributes exactly
+                                                                 // `margin`, which is removed again below so that only the K−1 others count.
         let hinge = logits
             .sub(best_score)
             .add_scalar(self.margin)
@@ -114,14 +114,19 @@ schedule = {{ kind = "constant" }}
     let recipe = Recipe::load(&recipe_path, &[])?;
 
     let summary = Pipeline::new(recipe, burn::tensor::Device::flex())
-        .register_loss("margin", |params| Ok(Box::new(Margin::from_params(params)?)))
+        .register_loss("margin", |params| {
+            Ok(Box::new(Margin::from_params(params)?))
+        })
         .run()?;
     for line in &summary.rows {
         println!("{line}");
     }
     let losses = std::fs::read_to_string(out.join("r_ft/metrics.jsonl"))?;
     let steps = losses.lines().filter(|l| l.contains("train/loss")).count();
-    println!("\nR-ft with the `margin` loss: {steps} logged steps, weights in {}", out.join("r_ft/final").display());
+    println!(
+        "\nR-ft with the `margin` loss: {steps} logged steps, weights in {}",
+        out.join("r_ft/final").display()
+    );
     if steps == 0 {
         return Err("no training step was logged".into());
     }

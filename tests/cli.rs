@@ -1019,7 +1019,10 @@ fn eval_reads_the_last_round_and_matches_the_runs_dev_metrics() {
     let Some(root) = assets() else { return };
     let dir = tempfile::tempdir().unwrap();
     let recipe = tiny_recipe(dir.path(), &root);
-    let dev = concat!(env!("CARGO_MANIFEST_DIR"), "/../../datasets/synthetic/dev.jsonl");
+    let dev = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../datasets/synthetic/dev.jsonl"
+    );
     let run = dir.path().join("run");
     let sets = [
         "stages.rounds=2",
@@ -1031,20 +1034,31 @@ fn eval_reads_the_last_round_and_matches_the_runs_dev_metrics() {
         "data.dev_limit=6",
         "data.answer_tokens=6",
     ];
-    let mut args = vec!["train", recipe.to_str().unwrap(), "--output-dir", run.to_str().unwrap()];
+    let mut args = vec![
+        "train",
+        recipe.to_str().unwrap(),
+        "--output-dir",
+        run.to_str().unwrap(),
+    ];
     let dev_set = format!("data.dev={dev}");
     for s in sets.iter().copied().chain([dev_set.as_str()]) {
         args.extend(["--set", s]);
     }
     let out = radit(&args, &[]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     for round in ["round-1", "round-2"] {
-        assert!(run.join(round).join("lm_ft/final/config.json").is_file(), "{round}");
+        assert!(
+            run.join(round).join("lm_ft/final/config.json").is_file(),
+            "{round}"
+        );
     }
-    let done: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(run.join("round-2/lm_ft/done.json")).unwrap(),
-    )
-    .unwrap();
+    let done: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run.join("round-2/lm_ft/done.json")).unwrap())
+            .unwrap();
     let recorded = |name: &str| {
         done["metrics"]
             .as_array()
@@ -1068,7 +1082,11 @@ fn eval_reads_the_last_round_and_matches_the_runs_dev_metrics() {
         ],
         &[],
     );
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let report: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&report_path).unwrap()).unwrap();
     let generator = report["run"]["generator"].as_str().unwrap();
@@ -1078,8 +1096,14 @@ fn eval_reads_the_last_round_and_matches_the_runs_dev_metrics() {
     );
     assert_eq!(report["run"]["label"], "LM-ft");
     assert_eq!(report["metrics"]["count"], 6);
-    assert_eq!(report["metrics"]["em"].as_f64().unwrap(), recorded("dev/em"));
-    assert_eq!(report["metrics"]["f1"].as_f64().unwrap(), recorded("dev/f1"));
+    assert_eq!(
+        report["metrics"]["em"].as_f64().unwrap(),
+        recorded("dev/em")
+    );
+    assert_eq!(
+        report["metrics"]["f1"].as_f64().unwrap(),
+        recorded("dev/f1")
+    );
 }
 
 /// `retriever.search` is one setting for every stage and for eval: an unknown mode fails when
@@ -1112,11 +1136,17 @@ fn the_recipe_search_mode_is_used_by_training_and_eval() {
         &[],
     );
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && err.contains("no BM25 index"), "{err}");
+    assert!(
+        !out.status.success() && err.contains("no BM25 index"),
+        "{err}"
+    );
 
     // An index with BM25: training and eval both search it lexically.
     let index = dir.path().join("bm25-index");
-    let corpus = concat!(env!("CARGO_MANIFEST_DIR"), "/../../datasets/synthetic/corpus.jsonl");
+    let corpus = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../datasets/synthetic/corpus.jsonl"
+    );
     let encoder = root.join("all-MiniLM-L6-v2");
     let out = radit(
         &[
@@ -1136,7 +1166,11 @@ fn the_recipe_search_mode_is_used_by_training_and_eval() {
         ],
         &[],
     );
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let index_set = format!("docstore.index={}", index.display());
     let out = radit(
         &[
@@ -1157,10 +1191,18 @@ fn the_recipe_search_mode_is_used_by_training_and_eval() {
         ],
         &[],
     );
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let question = "Which instrument did Steil Vysreir play?";
     let qa = dir.path().join("one.jsonl");
-    std::fs::write(&qa, format!("{{\"question\": \"{question}\", \"answers\": [\"x\"]}}\n")).unwrap();
+    std::fs::write(
+        &qa,
+        format!("{{\"question\": \"{question}\", \"answers\": [\"x\"]}}\n"),
+    )
+    .unwrap();
     let report_path = dir.path().join("eval.json");
     let out = radit(
         &[
@@ -1176,7 +1218,11 @@ fn the_recipe_search_mode_is_used_by_training_and_eval() {
         ],
         &[],
     );
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let report: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&report_path).unwrap()).unwrap();
     let eval_titles: Vec<String> = report["questions"][0]["chunks"]
@@ -1200,7 +1246,11 @@ fn the_recipe_search_mode_is_used_by_training_and_eval() {
         &[],
     );
     let search = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // Lines are `rank  score  title  |  text`.
     let bm25_titles: Vec<String> = search
         .lines()
@@ -1213,5 +1263,8 @@ fn the_recipe_search_mode_is_used_by_training_and_eval() {
         })
         .collect();
     assert_eq!(bm25_titles.len(), 3, "{search}");
-    assert_eq!(eval_titles, bm25_titles, "eval did not search with the recipe's bm25 mode: {search}");
+    assert_eq!(
+        eval_titles, bm25_titles,
+        "eval did not search with the recipe's bm25 mode: {search}"
+    );
 }

@@ -7,7 +7,7 @@
 //! recipe names the base models, the index, the search mode and the prompt settings. With
 //! `--recipe` the recipe's base models are used. Model loading lives in `radit-pipeline`.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use burn::tensor::Device;

@@ -9,7 +9,6 @@ use radit_docstore::{
     build_index, Bm25Params, BuildOptions, ChunkParams, CorpusFormat, DocStore, Embedder,
     HnswParams, Queries, SearchMode,
 };
-use radit_models::Encoder;
 use radit_pipeline::load_embedder;
 
 /// `radit index ...`

@@ -11,8 +11,8 @@ mod train;
 use anyhow::{bail, Context, Result};
 use burn::tensor::Device;
 use clap::{Parser, Subcommand, ValueEnum};
-use radit_pipeline::RunDir;
 use radit_models::{generate, ChatMessage, Encoder, GenerationConfig, Generator, Pooling};
+use radit_pipeline::RunDir;
 
 /// radit: retrieval-augmented dual instruction tuning (RA-DIT) in Rust.
 #[derive(Parser)]

@@ -7,9 +7,9 @@ use radit_data::{
     Tokenize,
 };
 use radit_docstore::{DocStore, Retriever, SearchMode};
-pub use radit_retriever::QueryEncoder;
 use radit_generator::{LmScore, LmScorer, ScoreRequest};
 use radit_models::{generate, GenerationConfig, Llama, TextTokenizer};
+pub use radit_retriever::QueryEncoder;
 
 use crate::ensemble::{
     best, contributions, ensemble_log_likelihood, retrieval_log_weights, Likelihood,

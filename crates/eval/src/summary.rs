@@ -165,7 +165,10 @@ pub fn write_summary(request: &SummaryRequest) -> Result<PathBuf, SummaryError> 
 
 /// Splits `LABEL=PATH` arguments (`flag` names them in errors); labels must be distinct and
 /// non-empty.
-pub fn parse_labeled(values: &[String], flag: &str) -> Result<Vec<(String, PathBuf)>, SummaryError> {
+pub fn parse_labeled(
+    values: &[String],
+    flag: &str,
+) -> Result<Vec<(String, PathBuf)>, SummaryError> {
     let mut out: Vec<(String, PathBuf)> = Vec::new();
     for v in values {
         let Some((label, path)) = v.split_once('=') else {
@@ -587,8 +590,8 @@ fn read_jsonl(path: &Path) -> Result<BTreeMap<String, BTreeMap<u64, f64>>, Summa
         }
     }
     if skipped > 0 {
-        eprintln!(
-            "warning: {}: skipped {skipped} line(s) that are not {{\"step\": N, ...}} objects",
+        tracing::warn!(
+            "{}: skipped {skipped} line(s) that are not {{\"step\": N, ...}} objects",
             path.display()
         );
     }

@@ -93,7 +93,11 @@ pub fn cross_validate(
         .map(|name| {
             let values: Vec<f64> = per_fold
                 .iter()
-                .map(|s| s.iter().find(|(n, _)| n == name).map_or(f64::NAN, |(_, v)| *v))
+                .map(|s| {
+                    s.iter()
+                        .find(|(n, _)| n == name)
+                        .map_or(f64::NAN, |(_, v)| *v)
+                })
                 .collect();
             let mean = values.iter().sum::<f64>() / values.len() as f64;
             let var = values.iter().map(|v| (v - mean).powi(2)).sum::<f64>()

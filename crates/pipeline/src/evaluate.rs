@@ -103,7 +103,8 @@ impl EvalModels {
         let retrieval = if retrieval {
             let embedder = load_embedder(&recipe.retriever.encoder, device)?;
             let default_run = RunDir::new(&recipe.output_dir);
-            let store = open_or_build_index(&recipe, run.as_ref().unwrap_or(&default_run), &embedder)?;
+            let store =
+                open_or_build_index(&recipe, run.as_ref().unwrap_or(&default_run), &embedder)?;
             let query = match &r_ft {
                 Some(dir) => Some(load_encoder(dir, device)?),
                 None => None,
@@ -180,5 +181,6 @@ impl EvalModels {
 
 fn load_encoder(dir: &Path, device: &Device) -> Result<Encoder> {
     let spec = dir.display().to_string();
-    Encoder::load(&spec, device).map_err(|e| PipelineError::model(format!("query encoder {spec}"), e))
+    Encoder::load(&spec, device)
+        .map_err(|e| PipelineError::model(format!("query encoder {spec}"), e))
 }

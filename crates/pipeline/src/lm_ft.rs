@@ -187,8 +187,8 @@ impl BatchSource for InstanceSource {
         let tokens = TokenBatch::packed(batch.ids, batch.segment_ids, batch.rows, batch.seq_len)?;
         Ok((tokens, batch.answer_mask))
     }
-    fn state(&self) -> Vec<u8> {
-        serde_json::to_vec(&self.sampler.state()).unwrap_or_default()
+    fn state(&self) -> std::result::Result<Vec<u8>, BoxError> {
+        Ok(serde_json::to_vec(&self.sampler.state())?)
     }
     fn restore(&mut self, state: &[u8]) -> std::result::Result<(), BoxError> {
         let state: SamplerState = serde_json::from_slice(state)?;
@@ -209,7 +209,7 @@ impl Objective<Llama> for OwnedLmObjective {
     ) -> std::result::Result<MicroBatchLoss, BoxError> {
         LmObjective::new(&mut self.source).next_loss(model, step)
     }
-    fn state(&self) -> Vec<u8> {
+    fn state(&self) -> std::result::Result<Vec<u8>, BoxError> {
         self.source.state()
     }
     fn restore(&mut self, state: &[u8]) -> std::result::Result<(), BoxError> {

@@ -166,8 +166,9 @@ impl Pipeline {
 
         let embedder = load_embedder(&recipe.retriever.encoder, &self.device)?;
         let store = open_or_build_index(recipe, &run, &embedder)?;
-        let generator = Generator::load(&recipe.generator.model, &self.device)
-            .map_err(|e| PipelineError::model(format!("generator {}", recipe.generator.model), e))?;
+        let generator = Generator::load(&recipe.generator.model, &self.device).map_err(|e| {
+            PipelineError::model(format!("generator {}", recipe.generator.model), e)
+        })?;
         let (train, dev) = load_data(recipe)?;
         let builder = prompt_builder(recipe, &generator.tokenizer)?;
         let stop = radit_train::signals::install()?;
@@ -216,8 +217,8 @@ impl Pipeline {
 
 /// Loads the encoder named by `spec` (directory or hub id) as a docstore embedder.
 pub fn load_embedder(spec: &str, device: &Device) -> Result<EncoderEmbedder> {
-    let encoder =
-        Encoder::load(spec, device).map_err(|e| PipelineError::model(format!("encoder {spec}"), e))?;
+    let encoder = Encoder::load(spec, device)
+        .map_err(|e| PipelineError::model(format!("encoder {spec}"), e))?;
     Ok(EncoderEmbedder::new(encoder))
 }
 

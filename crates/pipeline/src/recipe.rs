@@ -69,7 +69,10 @@ impl Recipe {
                 invalid!("data.folds must be at least 2, got {folds}");
             }
             if data.fold >= folds {
-                invalid!("data.fold must be below data.folds ({folds}), got {}", data.fold);
+                invalid!(
+                    "data.fold must be below data.folds ({folds}), got {}",
+                    data.fold
+                );
             }
         }
         if data.train.paths().is_empty() {
@@ -107,7 +110,7 @@ impl Recipe {
 fn validate_train(prefix: &str, train: &TrainConfig) -> Result<()> {
     train
         .validate()
-        .map_err(|e| crate::PipelineError::Invalid(format!("{prefix}.{e}")))
+        .map_err(|e| crate::PipelineError::Invalid(e.within(prefix).to_string()))
 }
 
 impl RFtSection {
@@ -412,7 +415,6 @@ fn default_eval_depth() -> usize {
     20
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -456,18 +458,27 @@ schedule = { kind = "constant" }
     #[test]
     fn bad_settings_name_their_key() {
         let mut cases = vec![
-            ("[stages.r_ft]\nretriever_temperature = 0.0\n[stages.r_ft.train]\nlr = 1e-5\nmax_steps = 2\nsave_every = 1\nschedule = { kind = \"constant\" }\n", "stages.r_ft.retriever_temperature"),
-            ("[stages.r_ft]\ncandidates = 0\n[stages.r_ft.train]\nlr = 1e-5\nmax_steps = 2\nsave_every = 1\nschedule = { kind = \"constant\" }\n", "stages.r_ft.candidates"),
+            ("[stages.r_ft]\nretriever_temperature = 0.0\n[stages.r_ft.train]\nlr = 1e-5\nmax_steps = 2\nschedule = { kind = \"constant\" }\n", "stages.r_ft.retriever_temperature"),
+            ("[stages.r_ft]\ncandidates = 0\n[stages.r_ft.train]\nlr = 1e-5\nmax_steps = 2\nschedule = { kind = \"constant\" }\n", "stages.r_ft.candidates"),
         ];
         let mut recipe = with("").unwrap();
         recipe.retriever.search = "nearest".into();
         let err = recipe.validate().unwrap_err().to_string();
-        assert!(err.contains("retriever.search") && err.contains("nearest"), "{err}");
+        assert!(
+            err.contains("retriever.search") && err.contains("nearest"),
+            "{err}"
+        );
         let mut recipe = with("").unwrap();
         recipe.data.folds = Some(3);
         recipe.data.fold = 3;
         let err = recipe.validate().unwrap_err().to_string();
         assert!(err.contains("data.fold"), "{err}");
+        let mut recipe = with("").unwrap();
+        if let Some(lm_ft) = recipe.stages.lm_ft.as_mut() {
+            lm_ft.train.lr = -1e-4;
+        }
+        let err = recipe.validate().unwrap_err().to_string();
+        assert!(err.contains("stages.lm_ft.train.lr"), "{err}");
         let mut recipe = with("").unwrap();
         recipe.stages.rounds = 0;
         let err = recipe.validate().unwrap_err().to_string();

@@ -276,12 +276,20 @@ mod tests {
         let two = run.stage("r_ft", 2, 3);
         assert_eq!(two.dir, Path::new("/runs/x/round-2/r_ft"));
         assert_eq!(two.label, "r_ft (round 2)");
-        assert_eq!(run.tensorboard_dir(&two), Path::new("/runs/x/tensorboard/round-2/r_ft"));
+        assert_eq!(
+            run.tensorboard_dir(&two),
+            Path::new("/runs/x/tensorboard/round-2/r_ft")
+        );
         let order = ["lm_ft".to_string(), "r_ft".to_string()];
         let labels: Vec<String> = run.stages(&order, 2).into_iter().map(|s| s.label).collect();
         assert_eq!(
             labels,
-            ["lm_ft (round 1)", "r_ft (round 1)", "lm_ft (round 2)", "r_ft (round 2)"]
+            [
+                "lm_ft (round 1)",
+                "r_ft (round 1)",
+                "lm_ft (round 2)",
+                "r_ft (round 2)"
+            ]
         );
     }
 
@@ -329,7 +337,14 @@ mod tests {
     fn stage_logs_are_found_in_report_order() {
         let tmp = tempfile::tempdir().unwrap();
         let run = tmp.path();
-        for stage in ["", "lm_ft", "r_ft", "round-10/r_ft", "round-2/lm_ft", "empty"] {
+        for stage in [
+            "",
+            "lm_ft",
+            "r_ft",
+            "round-10/r_ft",
+            "round-2/lm_ft",
+            "empty",
+        ] {
             std::fs::create_dir_all(run.join(stage)).unwrap();
             if stage != "empty" {
                 std::fs::write(run.join(stage).join("metrics.jsonl"), "").unwrap();
@@ -337,11 +352,20 @@ mod tests {
         }
         let logs = RunDir::new(run).stage_logs().unwrap();
         let stages: Vec<&str> = logs.iter().map(|l| l.stage.as_str()).collect();
-        assert_eq!(stages, ["", "round-2/lm_ft", "round-10/r_ft", "lm_ft", "r_ft"]);
+        assert_eq!(
+            stages,
+            ["", "round-2/lm_ft", "round-10/r_ft", "lm_ft", "r_ft"]
+        );
         assert_eq!(logs[1].metrics, run.join("round-2/lm_ft/metrics.jsonl"));
-        let empty = RunDir::new(run.join("empty")).stage_logs().unwrap_err().to_string();
+        let empty = RunDir::new(run.join("empty"))
+            .stage_logs()
+            .unwrap_err()
+            .to_string();
         assert!(empty.contains("no metrics.jsonl"), "{empty}");
-        let none = RunDir::new(run.join("none")).stage_logs().unwrap_err().to_string();
+        let none = RunDir::new(run.join("none"))
+            .stage_logs()
+            .unwrap_err()
+            .to_string();
         assert!(none.contains("is not a directory"), "{none}");
     }
 }

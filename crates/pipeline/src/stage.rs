@@ -259,7 +259,13 @@ pub fn drive<S: Stage + ?Sized>(
     stage.export(ctx, model, dir, models)?;
     tracing::info!("{}: wrote {}", dir.label, dir.final_dir().display());
     let done = StageDone {
-        rows: table_rows(stage.title(), &dir.label, before, after.as_deref(), ctx.dev.len()),
+        rows: table_rows(
+            stage.title(),
+            &dir.label,
+            before,
+            after.as_deref(),
+            ctx.dev.len(),
+        ),
         metrics: after.unwrap_or_default(),
     };
     dir.mark_done(&done)?;

@@ -21,7 +21,10 @@ pub fn retrieval_metrics(
     let query = QueryEncoder { encoder, model };
     let retriever = Retriever::new(store, &query)?;
     let questions: Vec<&str> = dev.iter().map(|e| e.question.as_str()).collect();
-    for (example, hits) in dev.iter().zip(retriever.retrieve(&questions, depth, search)?) {
+    for (example, hits) in dev
+        .iter()
+        .zip(retriever.retrieve(&questions, depth, search)?)
+    {
         let texts: Vec<String> = hits.iter().map(|h| h.chunk.background_text()).collect();
         metrics.add(first_answer_rank(&texts, &example.answers));
     }

@@ -21,7 +21,7 @@ pub mod metrics;
 pub mod recipe;
 pub mod schedule;
 pub mod signals;
-mod time;
 #[cfg(test)]
 mod testlog;
+mod time;
 pub mod trainer;
