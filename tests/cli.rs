@@ -755,10 +755,14 @@ fn eval_reports_every_mode_and_ask_prints_chunk_weights() {
         }
     }
 
-    // A run directory: the resolved recipe and an "R-ft" query encoder (the base, exported).
+    // A run directory: the resolved recipe with an R-ft stage, completed (done marker) with
+    // an "R-ft" query encoder that is the base one exported.
     let run = dir.path().join("run");
-    std::fs::create_dir_all(&run).unwrap();
-    std::fs::copy(&recipe, run.join("recipe.toml")).unwrap();
+    std::fs::create_dir_all(run.join("r_ft")).unwrap();
+    let resolved = std::fs::read_to_string(&recipe).unwrap()
+        + "[stages.r_ft.train]\nlr = 1e-5\nmax_steps = 1\nschedule = { kind = \"constant\" }\n";
+    std::fs::write(run.join("recipe.toml"), resolved).unwrap();
+    std::fs::write(run.join("r_ft/done.json"), r#"{"rows": [], "metrics": []}"#).unwrap();
     let encoder = root.join("all-MiniLM-L6-v2");
     let out = radit(
         &[
@@ -1077,6 +1081,8 @@ fn eval_reads_the_last_round_and_matches_the_runs_dev_metrics() {
             run.to_str().unwrap(),
             "--k",
             "1",
+            "--limit",
+            "6",
             "--out",
             report_path.to_str().unwrap(),
         ],

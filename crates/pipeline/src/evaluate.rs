@@ -14,6 +14,7 @@ use crate::pipeline::{load_embedder, open_or_build_index};
 use crate::prompt::prompt_builder_with_len;
 use crate::recipe::Recipe;
 use crate::run_dir::RunDir;
+use crate::stage::BuiltinStage;
 
 /// Where an evaluation's models come from.
 #[derive(Debug, Clone)]
@@ -81,12 +82,17 @@ impl EvalModels {
             run.latest_final(&names, recipe.stages.rounds, stage)
                 .filter(|dir| dir.join("config.json").is_file())
         };
-        let lm_ft = finetuned("lm_ft");
-        let r_ft = if retrieval { finetuned("r_ft") } else { None };
+        let lm_ft = finetuned(BuiltinStage::LmFt.name());
+        let r_ft = if retrieval {
+            finetuned(BuiltinStage::RFt.name())
+        } else {
+            None
+        };
         if let (Some(run), false) = (&run, base) {
-            for (stage, found) in [("lm_ft", &lm_ft), ("r_ft", &r_ft)] {
-                let configured = names.iter().any(|n| n == stage);
-                if configured && found.is_none() && (stage == "lm_ft" || retrieval) {
+            for (stage, found) in [(BuiltinStage::LmFt, &lm_ft), (BuiltinStage::RFt, &r_ft)] {
+                let configured = names.iter().any(|n| n == stage.name());
+                if configured && found.is_none() && (stage == BuiltinStage::LmFt || retrieval) {
+                    let stage = stage.name();
                     tracing::warn!(
                         "{}: no completed {stage} stage; its base model is used",
                         run.root().display()

@@ -38,4 +38,4 @@ pub use prompt::prompt_builder;
 pub use r_ft::RFtStage;
 pub use recipe::Recipe;
 pub use run_dir::{RunDir, StageDir, StageDone};
-pub use stage::{drive, AnyStage, Context, DevMetrics, Models, Prepared, Stage};
+pub use stage::{drive, AnyStage, BuiltinStage, Context, DevMetrics, Models, Prepared, Stage};

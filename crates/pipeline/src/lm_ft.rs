@@ -15,7 +15,7 @@ use radit_train::trainer::{BoxError, MicroBatchLoss, Objective, TrainConfig};
 use crate::error::{invalid, PipelineError, Result};
 use crate::recipe::{LmFtSection, Recipe};
 use crate::run_dir::StageDir;
-use crate::stage::{Context, Models, Prepared, Stage};
+use crate::stage::{BuiltinStage, Context, Models, Prepared, Stage};
 
 /// LM-ft as configured by `[stages.lm_ft]`.
 pub struct LmFtStage {
@@ -44,7 +44,7 @@ impl Stage for LmFtStage {
     type Model = Llama;
 
     fn name(&self) -> &str {
-        "lm_ft"
+        BuiltinStage::LmFt.name()
     }
 
     fn title(&self) -> &str {

@@ -16,7 +16,7 @@ use crate::prompt::prompt_builder;
 use crate::r_ft::RFtStage;
 use crate::recipe::Recipe;
 use crate::run_dir::{RunDir, StageDone};
-use crate::stage::{AnyStage, Context, Models};
+use crate::stage::{AnyStage, BuiltinStage, Context, Models};
 
 /// RA-DIT driven by a recipe: the built-in stages its `[stages]` configure, the losses R-ft
 /// may name, and any stage a Rust user adds.
@@ -133,16 +133,19 @@ impl Pipeline {
                     .iter()
                     .chain(builtins)
                     .find(|s| s.name() == name.as_str());
-                match (found, name.as_str()) {
+                match (found, BuiltinStage::from_name(name)) {
                     (Some(stage), _) => Ok(stage.as_ref()),
-                    (None, "lm_ft" | "r_ft") => Err(PipelineError::Invalid(format!(
+                    (None, Some(_)) => Err(PipelineError::Invalid(format!(
                         "stages.order lists `{name}` but [stages.{name}] is missing"
                     ))),
-                    (None, other) => {
-                        let mut known = vec!["lm_ft".to_string(), "r_ft".to_string()];
-                        known.extend(self.custom.iter().map(|s| s.name().to_string()));
+                    (None, None) => {
+                        let known: Vec<&str> = BuiltinStage::ALL
+                            .iter()
+                            .map(|s| s.name())
+                            .chain(self.custom.iter().map(|s| s.name()))
+                            .collect();
                         Err(PipelineError::Invalid(format!(
-                            "stages.order: unknown stage `{other}` (expected one of {})",
+                            "stages.order: unknown stage `{name}` (expected one of {})",
                             known.join(", ")
                         )))
                     }
@@ -151,10 +154,22 @@ impl Pipeline {
             .collect()
     }
 
+    /// Checks what needs the pipeline's registries (stage names, the R-ft loss and its
+    /// parameters) before anything is loaded, so a typo fails in a second, not after LM-ft.
+    pub fn validate(&self) -> Result<()> {
+        let builtins = self.builtin_stages();
+        self.resolve(&self.order(), &builtins)?;
+        if let Some(r_ft) = &self.recipe.stages.r_ft {
+            self.losses.build_spec(&r_ft.loss)?;
+        }
+        Ok(())
+    }
+
     /// Runs every stage in order for every round under the recipe's `output_dir`; a stage
     /// completed earlier is skipped on resume and its weights handed on.
     pub fn run(&self) -> Result<RunSummary> {
         let recipe = &self.recipe;
+        self.validate()?;
         let names = self.order();
         let builtins = self.builtin_stages();
         let stages = self.resolve(&names, &builtins)?;
@@ -315,6 +330,56 @@ mod tests {
         None
     }
 
+    fn r_ft_recipe(loss: &str, order: &str) -> Recipe {
+        toml::from_str(&format!(
+            r#"output_dir = "runs/t"
+[generator]
+model = "g"
+[retriever]
+encoder = "e"
+[docstore]
+corpus = "c.jsonl"
+[data]
+train = "t.jsonl"
+max_len = 64
+batch_size = 2
+[stages]
+order = {order}
+[stages.r_ft]
+loss = {{ name = "{loss}" }}
+[stages.r_ft.train]
+lr = 1e-5
+max_steps = 2
+schedule = {{ kind = "constant" }}
+"#
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn losses_and_stages_resolve_through_the_registries_before_anything_loads() {
+        let device = Device::flex();
+        let ok = Pipeline::new(r_ft_recipe("emdr2", r#"["r_ft"]"#), device.clone());
+        ok.validate().unwrap();
+
+        let unknown = Pipeline::new(r_ft_recipe("hinge", r#"["r_ft"]"#), device.clone());
+        let err = unknown.validate().unwrap_err().to_string();
+        assert!(err.contains("hinge") && err.contains("emdr2"), "{err}");
+        let registered = Pipeline::new(r_ft_recipe("hinge", r#"["r_ft"]"#), device.clone())
+            .register_loss("hinge", |_| Ok(Box::new(radit_retriever::loss::Emdr2)));
+        registered.validate().unwrap();
+
+        let missing = Pipeline::new(r_ft_recipe("lsr", r#"["lm_ft", "r_ft"]"#), device.clone());
+        let err = missing.validate().unwrap_err().to_string();
+        assert!(err.contains("[stages.lm_ft] is missing"), "{err}");
+        let typo = Pipeline::new(r_ft_recipe("lsr", r#"["r_ft", "dpo"]"#), device);
+        let err = typo.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("unknown stage `dpo`") && err.contains("lm_ft, r_ft"),
+            "{err}"
+        );
+    }
+
     /// An index named by the recipe but built by another encoder is refused (it used to be
     /// opened without the encoder-identity check).
     #[test]
@@ -348,6 +413,7 @@ index = "{index}"
 train = "t.jsonl"
 max_len = 64
 batch_size = 2
+[stages]
 "#,
             out = tmp.path().join("run").display(),
             root = root.display(),

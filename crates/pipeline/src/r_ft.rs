@@ -15,7 +15,7 @@ use radit_train::trainer::{BoxError, TrainConfig};
 use crate::error::{PipelineError, Result};
 use crate::recipe::RFtSection;
 use crate::run_dir::StageDir;
-use crate::stage::{Context, DevMetrics, Models, Prepared, Stage};
+use crate::stage::{BuiltinStage, Context, DevMetrics, Models, Prepared, Stage};
 
 /// R-ft as configured by `[stages.r_ft]`, with the losses a recipe may name.
 pub struct RFtStage {
@@ -34,7 +34,7 @@ impl Stage for RFtStage {
     type Model = Bert;
 
     fn name(&self) -> &str {
-        "r_ft"
+        BuiltinStage::RFt.name()
     }
 
     fn title(&self) -> &str {

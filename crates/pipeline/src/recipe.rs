@@ -11,6 +11,7 @@ use radit_train::trainer::TrainConfig;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{invalid, Result};
+use crate::stage::BuiltinStage;
 
 /// A training recipe.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -297,14 +298,19 @@ impl Stages {
         if !self.order.is_empty() {
             return self.order.clone();
         }
-        let mut names = Vec::new();
-        if self.lm_ft.is_some() {
-            names.push("lm_ft".to_string());
+        BuiltinStage::ALL
+            .into_iter()
+            .filter(|&stage| self.configures(stage))
+            .map(|stage| stage.name().to_string())
+            .collect()
+    }
+
+    /// Whether the recipe has the section of `stage`.
+    pub fn configures(&self, stage: BuiltinStage) -> bool {
+        match stage {
+            BuiltinStage::LmFt => self.lm_ft.is_some(),
+            BuiltinStage::RFt => self.r_ft.is_some(),
         }
-        if self.r_ft.is_some() {
-            names.push("r_ft".to_string());
-        }
-        names
     }
 }
 

@@ -25,6 +25,33 @@ use crate::error::{PipelineError, Result};
 use crate::recipe::Recipe;
 use crate::run_dir::{RunDir, StageDir, StageDone};
 
+/// The stages radit ships; a recipe configures each in its own `[stages.NAME]` section.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum BuiltinStage {
+    /// LM-ft: the generator learns to use one retrieved chunk (`[stages.lm_ft]`).
+    LmFt,
+    /// R-ft: the query encoder learns which chunks help the generator (`[stages.r_ft]`).
+    RFt,
+}
+
+impl BuiltinStage {
+    /// Every built-in stage, in the default order.
+    pub const ALL: [BuiltinStage; 2] = [BuiltinStage::LmFt, BuiltinStage::RFt];
+
+    /// The name in `stages.order`, the recipe section and the run directory.
+    pub fn name(self) -> &'static str {
+        match self {
+            BuiltinStage::LmFt => "lm_ft",
+            BuiltinStage::RFt => "r_ft",
+        }
+    }
+
+    /// The built-in stage called `name`.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.name() == name)
+    }
+}
+
 /// What every stage of a run shares: the recipe, the run directory, the frozen index and
 /// document encoder, the prompt builder, the data, the stop flag and the device.
 pub struct Context<'a> {
