@@ -56,12 +56,7 @@ pub fn cross_validation(args: &RunArgs, folds: usize, device: &Device) -> Result
     let summary = cross_validate(
         folds,
         &run,
-        |extra| {
-            Ok(Recipe::load(
-                &args.recipe,
-                &[args.sets.as_slice(), extra].concat(),
-            )?)
-        },
+        |extra| Recipe::load(&args.recipe, &[args.sets.as_slice(), extra].concat()),
         |recipe| Pipeline::new(recipe, device.clone()).resume(args.resume),
     )?;
     if !summary.interrupted {

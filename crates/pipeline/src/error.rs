@@ -7,7 +7,7 @@ use std::path::PathBuf;
 pub enum PipelineError {
     /// The recipe file could not be read or parsed (the message names the key).
     #[error(transparent)]
-    Recipe(#[from] radit_train::recipe::RecipeError),
+    Recipe(Box<radit_train::recipe::RecipeError>),
     /// The recipe parsed but its settings cannot work; the message names the key.
     #[error("{0}")]
     Invalid(String),
@@ -46,32 +46,32 @@ pub enum PipelineError {
         what: String,
         /// The underlying error.
         #[source]
-        source: radit_models::ModelError,
+        source: Box<radit_models::ModelError>,
     },
     /// The document store failed.
     #[error(transparent)]
-    Docstore(#[from] radit_docstore::Error),
+    Docstore(Box<radit_docstore::Error>),
     /// Datasets, prompts or sampling failed.
     #[error(transparent)]
-    Data(#[from] radit_data::DataError),
+    Data(Box<radit_data::DataError>),
     /// The generator stage failed.
     #[error(transparent)]
-    Generator(#[from] radit_generator::GeneratorError),
+    Generator(Box<radit_generator::GeneratorError>),
     /// The retriever stage failed.
     #[error(transparent)]
-    Retriever(#[from] radit_retriever::RetrieverError),
+    Retriever(Box<radit_retriever::RetrieverError>),
     /// The retriever loss could not be built.
     #[error("stages.r_ft.loss: {0}")]
     Loss(#[from] radit_retriever::loss::LossError),
     /// Evaluation failed.
     #[error(transparent)]
-    Eval(#[from] radit_eval::EvalError),
+    Eval(Box<radit_eval::EvalError>),
     /// The training loop failed.
     #[error(transparent)]
-    Train(#[from] radit_train::trainer::TrainError),
+    Train(Box<radit_train::trainer::TrainError>),
     /// A metric sink could not be created.
     #[error(transparent)]
-    Metric(#[from] radit_train::metrics::MetricError),
+    Metric(Box<radit_train::metrics::MetricError>),
     /// The signal handler could not be installed.
     #[error(transparent)]
     Signal(#[from] radit_train::signals::SignalError),
@@ -82,7 +82,7 @@ impl PipelineError {
     pub fn model(what: impl Into<String>, source: radit_models::ModelError) -> Self {
         Self::Model {
             what: what.into(),
-            source,
+            source: Box::new(source),
         }
     }
 
@@ -94,6 +94,29 @@ impl PipelineError {
         }
     }
 }
+
+/// `From` for the variants that box their source (keeping `PipelineError` small: it travels
+/// through every `?` of the pipeline).
+macro_rules! boxed_from {
+    ($($variant:ident($source:ty)),* $(,)?) => {
+        $(impl From<$source> for PipelineError {
+            fn from(e: $source) -> Self {
+                Self::$variant(Box::new(e))
+            }
+        })*
+    };
+}
+
+boxed_from!(
+    Recipe(radit_train::recipe::RecipeError),
+    Docstore(radit_docstore::Error),
+    Data(radit_data::DataError),
+    Generator(radit_generator::GeneratorError),
+    Retriever(radit_retriever::RetrieverError),
+    Eval(radit_eval::EvalError),
+    Train(radit_train::trainer::TrainError),
+    Metric(radit_train::metrics::MetricError),
+);
 
 /// `Result` with a [`PipelineError`].
 pub type Result<T, E = PipelineError> = std::result::Result<T, E>;

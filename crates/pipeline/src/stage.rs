@@ -204,7 +204,7 @@ impl<S: Stage> AnyStage for S {
 }
 
 fn eval_error(e: BoxError) -> PipelineError {
-    PipelineError::Train(radit_train::trainer::TrainError::Evaluation(e))
+    radit_train::trainer::TrainError::Evaluation(e).into()
 }
 
 /// Runs (or, on resume, skips or continues) one stage; `None` when a signal stopped it.

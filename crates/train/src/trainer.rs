@@ -829,10 +829,13 @@ mod tests {
         toml::from_str(text).map_err(|e| e.to_string())
     }
 
+    /// A change to a valid config that makes it invalid.
+    type Breakage = Box<dyn Fn(&mut TrainConfig)>;
+
     #[test]
     fn validate_names_the_offending_key() {
         config(6).validate().unwrap();
-        let cases: Vec<(&str, Box<dyn Fn(&mut TrainConfig)>)> = vec![
+        let cases: Vec<(&str, Breakage)> = vec![
             ("lr", Box::new(|c: &mut TrainConfig| c.lr = 0.0)),
             ("lr", Box::new(|c: &mut TrainConfig| c.lr = f64::NAN)),
             (
