@@ -1178,6 +1178,7 @@ fn the_recipe_search_mode_is_used_by_training_and_eval() {
         String::from_utf8_lossy(&out.stderr)
     );
     let index_set = format!("docstore.index={}", index.display());
+    let run = dir.path().join("run-bm25");
     let out = radit(
         &[
             "train",
@@ -1272,5 +1273,253 @@ fn the_recipe_search_mode_is_used_by_training_and_eval() {
     assert_eq!(
         eval_titles, bm25_titles,
         "eval did not search with the recipe's bm25 mode: {search}"
+    );
+}
+
+/// A run directory is never silently reused: a SIGTERMed run exits with the documented
+/// "resume me" status; a plain `train` into it is refused; `--resume` with a setting that
+/// breaks exact resume is refused, with a resumable one it is recorded; `--overwrite` clears
+/// the run and starts over. A user error prints no backtrace, even with RUST_BACKTRACE=1.
+#[test]
+fn a_run_directory_is_never_silently_reused() {
+    let Some(root) = assets() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let recipe = tiny_recipe(dir.path(), &root);
+    let recipe = recipe.to_str().unwrap();
+    let run = dir.path().join("run");
+    let run_s = run.to_str().unwrap();
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_radit"))
+        .args(["train", recipe, "--output-dir", run_s])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let first = run.join("lm_ft/checkpoints/step-00000002/manifest.json");
+    let start = std::time::Instant::now();
+    while !first.is_file() {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "ended before a checkpoint"
+        );
+        assert!(
+            start.elapsed().as_secs() < 600,
+            "no checkpoint after 10 minutes"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let pid = child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let status = child.wait().unwrap();
+    assert!(
+        !run.join("lm_ft/final").exists(),
+        "the run finished before SIGTERM"
+    );
+    assert_eq!(
+        status.code(),
+        Some(75),
+        "SIGTERM after a checkpoint: {status:?}"
+    );
+
+    let steps = |run: &std::path::Path| -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(run.join("lm_ft/checkpoints"))
+            .map(|d| {
+                d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort();
+        v
+    };
+    let before = steps(&run);
+    let out = radit(
+        &["train", recipe, "--output-dir", run_s],
+        &[("RUST_BACKTRACE", "1")],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("--resume") && err.contains("--overwrite"),
+        "{err}"
+    );
+    assert!(!err.to_lowercase().contains("backtrace"), "{err}");
+    assert_eq!(steps(&run), before, "a refused run wrote checkpoints");
+
+    let out = radit(
+        &[
+            "train",
+            recipe,
+            "--output-dir",
+            run_s,
+            "--resume",
+            "--set",
+            "data.batch_size=4",
+        ],
+        &[],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("data.batch_size: 2 -> 4"),
+        "{err}"
+    );
+
+    let out = radit(
+        &[
+            "train",
+            recipe,
+            "--output-dir",
+            run_s,
+            "--resume",
+            "--set",
+            "stages.lm_ft.train.keep_last=4",
+        ],
+        &[],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let log = std::fs::read_to_string(run.join("resumes.jsonl")).unwrap();
+    assert!(log.contains("stages.lm_ft.train.keep_last"), "{log}");
+    assert!(run.join("lm_ft/final/model.safetensors").is_file());
+
+    let out = radit(
+        &["train", recipe, "--output-dir", run_s, "--overwrite"],
+        &[],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !run.join("resumes.jsonl").exists(),
+        "--overwrite kept the old run's log"
+    );
+    let metrics = std::fs::read_to_string(run.join("lm_ft/metrics.jsonl")).unwrap();
+    let first_steps = metrics
+        .lines()
+        .filter(|l| l.contains("\"step\":1,"))
+        .count();
+    assert_eq!(first_steps, 1, "{metrics}");
+}
+
+/// Relative paths in a recipe are relative to the recipe file, wherever the command runs;
+/// the run stores them absolute, so `ask` and `eval` work from any directory; and `eval` of
+/// different models writes different default files.
+#[test]
+fn recipe_paths_mean_the_same_from_any_directory_and_evals_never_share_a_file() {
+    let Some(root) = assets() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("recipes");
+    std::fs::create_dir_all(&data).unwrap();
+    let synthetic = concat!(env!("CARGO_MANIFEST_DIR"), "/../../datasets/synthetic");
+    for file in ["corpus.jsonl", "train.jsonl", "dev.jsonl"] {
+        std::fs::copy(format!("{synthetic}/{file}"), data.join(file)).unwrap();
+    }
+    let recipe = data.join("rel.toml");
+    std::fs::write(
+        &recipe,
+        format!(
+            r#"output_dir = "../run"
+[generator]
+model = "{root}/SmolLM2-135M-Instruct-GGUF/SmolLM2-135M-Instruct.Q4_1.gguf"
+[retriever]
+encoder = "{root}/all-MiniLM-L6-v2"
+top_k = 2
+[docstore]
+corpus = "corpus.jsonl"
+[data]
+train = "train.jsonl"
+dev = "dev.jsonl"
+train_limit = 4
+dev_limit = 2
+max_len = 64
+batch_size = 2
+answer_tokens = 4
+[stages.lm_ft.train]
+lr = 1e-4
+max_steps = 1
+schedule = {{ kind = "constant" }}
+"#,
+            root = root.display()
+        ),
+    )
+    .unwrap();
+    let elsewhere = tempfile::tempdir().unwrap();
+    let in_dir = |args: &[&str], cwd: &std::path::Path| {
+        Command::new(env!("CARGO_BIN_EXE_radit"))
+            .args(args)
+            .current_dir(cwd)
+            .output()
+            .unwrap()
+    };
+    let out = in_dir(&["train", recipe.to_str().unwrap()], elsewhere.path());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let run = dir.path().join("run");
+    assert!(run.join("lm_ft/final/config.json").is_file());
+    let saved = std::fs::read_to_string(run.join("recipe.toml")).unwrap();
+    let corpus = data.join("corpus.jsonl");
+    assert!(saved.contains(corpus.to_str().unwrap()), "{saved}");
+
+    let other = tempfile::tempdir().unwrap();
+    let run_s = run.to_str().unwrap();
+    let out = in_dir(
+        &[
+            "ask",
+            "--checkpoint",
+            run_s,
+            "Who founded Pamshund Industries?",
+        ],
+        other.path(),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        std::fs::read_dir(other.path()).unwrap().next().is_none(),
+        "ask wrote into the current directory"
+    );
+    for extra in [None, Some("--base")] {
+        let mut args = vec![
+            "eval",
+            "--checkpoint",
+            run_s,
+            "--mode",
+            "closed_book",
+            "--limit",
+            "2",
+        ];
+        args.extend(extra);
+        let out = in_dir(&args, other.path());
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let mut reports: Vec<String> = std::fs::read_dir(&run)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("eval-"))
+        .collect();
+    reports.sort();
+    assert_eq!(
+        reports,
+        [
+            "eval-base-closed_book-nll-k2-dev.json",
+            "eval-lm-ft-closed_book-nll-k2-dev.json"
+        ]
     );
 }

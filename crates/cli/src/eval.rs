@@ -112,11 +112,12 @@ pub struct EvalArgs {
     /// Evaluate at most this many questions (0: all).
     #[arg(long, default_value_t = 0)]
     limit: usize,
-    /// Chunks per question.
-    #[arg(long, default_value_t = 10)]
-    k: usize,
-    /// Where to write the JSON report (default: RUN_DIR/eval-MODE.json, or the recipe's
-    /// output directory).
+    /// Chunks per question (default: the recipe's `retriever.top_k`, as in training).
+    #[arg(long)]
+    k: Option<usize>,
+    /// Where to write the JSON report (default: in the run directory, or the recipe's output
+    /// directory, `eval-MODELS-MODE-SCORING-kK-DATA.json`: evaluations of different models,
+    /// settings or data never share a file).
     #[arg(long)]
     out: Option<PathBuf>,
     /// Seed of the bootstrap confidence intervals.
@@ -131,9 +132,9 @@ pub struct AskArgs {
     question: String,
     #[command(flatten)]
     models: ModelArgs,
-    /// Chunks to read.
-    #[arg(long, default_value_t = 5)]
-    k: usize,
+    /// Chunks to read (default: the recipe's `retriever.top_k`).
+    #[arg(long)]
+    k: Option<usize>,
     /// An answer option (repeat for a multiple-choice question).
     #[arg(long = "choice")]
     choices: Vec<String>,
@@ -163,9 +164,12 @@ impl ModelArgs {
 }
 
 /// Fails fast on settings that cannot work, before any model is loaded.
-fn precheck(args: &ModelArgs, k: usize) -> Result<()> {
+fn precheck(args: &ModelArgs, k: Option<usize>) -> Result<()> {
+    if k == Some(0) {
+        bail!("--k must be at least 1");
+    }
     EvalConfig {
-        k,
+        k: 1,
         retriever_temperature: args.retriever_temperature,
         answer_tokens: args.answer_tokens.unwrap_or(1),
         batch_size: args.batch_size,
@@ -173,6 +177,36 @@ fn precheck(args: &ModelArgs, k: usize) -> Result<()> {
     }
     .validate()?;
     Ok(())
+}
+
+/// The chunks per question: `--k`, else the recipe's `retriever.top_k`, capped at the index
+/// size (more cannot be retrieved; asking for them would only make every step slower).
+fn chunks_per_question(loaded: &EvalModels, k: Option<usize>) -> usize {
+    let k = k.unwrap_or(loaded.recipe.retriever.top_k);
+    match &loaded.retrieval {
+        Some(r) if k > r.store.len() => {
+            eprintln!(
+                "warning: --k {k} exceeds the {} chunks of the index; using {}",
+                r.store.len(),
+                r.store.len().max(1)
+            );
+            r.store.len().max(1)
+        }
+        _ => k,
+    }
+}
+
+/// A file-name part: lowercase letters, digits and dashes.
+fn slug(text: &str) -> String {
+    let mut out = String::new();
+    for c in text.chars() {
+        if c.is_ascii_alphanumeric() {
+            out.push(c.to_ascii_lowercase());
+        } else if !out.ends_with('-') {
+            out.push('-');
+        }
+    }
+    out.trim_matches('-').to_string()
 }
 
 fn eval_config(args: &ModelArgs, recipe: &Recipe, k: usize, seed: u64) -> EvalConfig {
@@ -202,15 +236,27 @@ pub fn eval(args: &EvalArgs, device: &Device) -> Result<()> {
     if examples.is_empty() {
         bail!("{}: no examples", data.display());
     }
+    let k = chunks_per_question(&loaded, args.k);
+    let config = eval_config(m, &loaded.recipe, k, args.seed);
     let out = match &args.out {
         Some(o) => o.clone(),
-        None => loaded
-            .run
-            .clone()
-            .unwrap_or_else(|| RunDir::new(&loaded.recipe.output_dir))
-            .eval_report(&format!("eval-{mode}.json")),
+        None => {
+            let data_name = data
+                .file_stem()
+                .map_or("data".into(), |s| s.to_string_lossy());
+            let name = format!(
+                "eval-{}-{mode}-{}-k{k}-{}.json",
+                slug(&loaded.label),
+                config.scoring,
+                slug(&data_name)
+            );
+            loaded
+                .run
+                .clone()
+                .unwrap_or_else(|| RunDir::new(&loaded.recipe.output_dir))
+                .eval_report(&name)
+        }
     };
-    let config = eval_config(m, &loaded.recipe, args.k, args.seed);
     eprintln!(
         "evaluating {} question(s) from {}: models {}, mode {mode}, scoring {}, k {}",
         examples.len(),
@@ -244,7 +290,8 @@ pub fn ask(args: &AskArgs, device: &Device) -> Result<()> {
     }
     precheck(m, args.k)?;
     let loaded = m.load(mode != Mode::ClosedBook, device)?;
-    let config = eval_config(m, &loaded.recipe, args.k, 0);
+    let k = chunks_per_question(&loaded, args.k);
+    let config = eval_config(m, &loaded.recipe, k, 0);
     let example = Example {
         id: "ask".into(),
         question: question.to_string(),

@@ -1,6 +1,7 @@
 //! The `radit` command line.
 
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 mod data;
 mod eval;
@@ -201,9 +202,31 @@ fn device(arg: DeviceArg) -> Device {
     }
 }
 
-fn main() -> Result<()> {
+/// Exit status of a run a signal stopped after saving a checkpoint: "preempted, resume me"
+/// (EX_TEMPFAIL from sysexits.h: temporary failure, try again).
+const EXIT_INTERRUPTED: u8 = 75;
+
+fn main() -> ExitCode {
     let cli = Cli::parse();
     logging::init();
+    match run(cli) {
+        Ok(train::Ended::Completed) => ExitCode::SUCCESS,
+        Ok(train::Ended::Interrupted) => {
+            eprintln!(
+                "stopped by a signal after saving a checkpoint; continue with --resume (exit {EXIT_INTERRUPTED})"
+            );
+            ExitCode::from(EXIT_INTERRUPTED)
+        }
+        Err(e) => {
+            // The message chain on one line: a user error is not a crash, so no backtrace
+            // (anyhow's Debug output would print one under RUST_BACKTRACE=1).
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<train::Ended> {
     // burn puts some state (a loaded optimizer's moments) on its default device, which is wgpu
     // whenever that backend is compiled in; keep it on the device the user chose.
     if std::env::var_os("BURN_DEVICE").is_none() {
@@ -285,8 +308,8 @@ fn main() -> Result<()> {
             let readme = radit_eval::summary::write_summary(&args.request()?)?;
             eprintln!("wrote {}", readme.display());
         }
-        Command::Train(run) => train::run(&run, &device)?,
-        Command::Cv { run, folds } => train::cross_validation(&run, folds, &device)?,
+        Command::Train(run) => return train::run(&run, &device),
+        Command::Cv { run, folds } => return train::cross_validation(&run, folds, &device),
         Command::Export { model, out, kind } => {
             match kind {
                 ModelKind::Generator => Generator::load(&model, &device)?.export(&out)?,
@@ -295,5 +318,5 @@ fn main() -> Result<()> {
             eprintln!("wrote {}", out.display());
         }
     }
-    Ok(())
+    Ok(train::Ended::Completed)
 }

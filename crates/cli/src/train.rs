@@ -15,9 +15,13 @@ pub struct RunArgs {
     /// Override the recipe's output directory.
     #[arg(long)]
     pub output_dir: Option<PathBuf>,
-    /// Continue from the newest valid checkpoint in the output directory.
-    #[arg(long)]
+    /// Continue the run in the output directory from its newest valid checkpoint (only run
+    /// length, checkpointing, evaluation and logging settings may differ from the run's).
+    #[arg(long, conflicts_with = "overwrite")]
     pub resume: bool,
+    /// Clear a run already in the output directory and start over (its index is kept).
+    #[arg(long)]
+    pub overwrite: bool,
     /// Override a recipe key, e.g. `--set stages.lm_ft.train.lr=2e-5` (repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub sets: Vec<String>,
@@ -30,38 +34,54 @@ impl RunArgs {
         sets.extend_from_slice(extra);
         let mut recipe = Recipe::load(&self.recipe, &sets)?;
         if let Some(dir) = &self.output_dir {
-            recipe.output_dir = dir.clone();
+            // A command-line path: relative to where the command runs.
+            recipe.output_dir = std::path::absolute(dir)?;
         }
         Ok(recipe)
     }
 }
 
+/// How `radit train` and `radit cv` end.
+pub enum Ended {
+    /// Every stage completed.
+    Completed,
+    /// A signal stopped the run after a checkpoint: resume it with `--resume`.
+    Interrupted,
+}
+
 /// Runs `radit train`: the stages, then the result table on stdout.
-pub fn run(args: &RunArgs, device: &Device) -> Result<()> {
+pub fn run(args: &RunArgs, device: &Device) -> Result<Ended> {
     let summary = Pipeline::new(args.recipe(&[])?, device.clone())
         .resume(args.resume)
+        .overwrite(args.overwrite)
         .run()?;
-    if !summary.interrupted {
-        for line in &summary.rows {
-            println!("{line}");
-        }
+    if summary.interrupted {
+        return Ok(Ended::Interrupted);
     }
-    Ok(())
+    for line in &summary.rows {
+        println!("{line}");
+    }
+    Ok(Ended::Completed)
 }
 
 /// Runs `radit cv`: one run per fold under `OUTPUT_DIR/fold-N`, then the table of mean and
 /// standard deviation per metric (also in `OUTPUT_DIR/cv.json`).
-pub fn cross_validation(args: &RunArgs, folds: usize, device: &Device) -> Result<()> {
+pub fn cross_validation(args: &RunArgs, folds: usize, device: &Device) -> Result<Ended> {
     let run = RunDir::new(args.recipe(&[])?.output_dir);
     let summary = cross_validate(
         folds,
         &run,
         |extra| Recipe::load(&args.recipe, &[args.sets.as_slice(), extra].concat()),
-        |recipe| Pipeline::new(recipe, device.clone()).resume(args.resume),
+        |recipe| {
+            Pipeline::new(recipe, device.clone())
+                .resume(args.resume)
+                .overwrite(args.overwrite)
+        },
     )?;
-    if !summary.interrupted {
-        println!();
-        print!("{}", summary.to_markdown());
+    if summary.interrupted {
+        return Ok(Ended::Interrupted);
     }
-    Ok(())
+    println!();
+    print!("{}", summary.to_markdown());
+    Ok(Ended::Completed)
 }

@@ -24,6 +24,7 @@ pub mod pipeline;
 pub mod prompt;
 pub mod r_ft;
 pub mod recipe;
+pub mod resume;
 pub mod run_dir;
 pub mod stage;
 

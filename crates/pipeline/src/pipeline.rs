@@ -15,6 +15,7 @@ use crate::lm_ft::LmFtStage;
 use crate::prompt::prompt_builder;
 use crate::r_ft::RFtStage;
 use crate::recipe::Recipe;
+use crate::resume;
 use crate::run_dir::{RunDir, StageDone};
 use crate::stage::{AnyStage, BuiltinStage, Context, Models};
 
@@ -35,6 +36,7 @@ pub struct Pipeline {
     recipe: Recipe,
     device: Device,
     resume: bool,
+    overwrite: bool,
     losses: LossRegistry,
     custom: Vec<Box<dyn AnyStage>>,
 }
@@ -59,6 +61,7 @@ impl Pipeline {
             recipe,
             device,
             resume: false,
+            overwrite: false,
             losses: LossRegistry::builtin(),
             custom: Vec::new(),
         }
@@ -67,6 +70,13 @@ impl Pipeline {
     /// Continue the newest valid checkpoint and skip completed stages.
     pub fn resume(mut self, resume: bool) -> Self {
         self.resume = resume;
+        self
+    }
+
+    /// Clear a run already in the output directory before starting (its index is kept);
+    /// without this or [`Pipeline::resume`], a directory holding a run is refused.
+    pub fn overwrite(mut self, overwrite: bool) -> Self {
+        self.overwrite = overwrite;
         self
     }
 
@@ -165,6 +175,54 @@ impl Pipeline {
         Ok(())
     }
 
+    /// Makes `run` this pipeline's: a folder holding a run is refused unless resuming (with
+    /// only [`resume::RESUMABLE_CHANGES`], which are recorded) or overwriting (cleared first).
+    fn claim(&self, run: &RunDir, names: &[String]) -> Result<()> {
+        if !run.holds_run() {
+            return Ok(());
+        }
+        if self.overwrite {
+            tracing::warn!(
+                "{}: clearing the previous run (--overwrite)",
+                run.root().display()
+            );
+            return run.clear(names);
+        }
+        if !self.resume {
+            return Err(PipelineError::RunDir {
+                path: run.root().to_path_buf(),
+                message: "already holds a run: pass --resume to continue it, or --overwrite to \
+                          clear it and start over (or choose another --output-dir)"
+                    .into(),
+            });
+        }
+        let (previous, _) = radit_train::recipe::load_recipe::<Recipe>(&run.recipe_path(), &[])?;
+        let mut previous = previous;
+        previous.output_dir = self.recipe.output_dir.clone();
+        let changes = resume::changes(&previous, &self.recipe)?;
+        resume::check(&changes)?;
+        if !changes.is_empty() {
+            for c in &changes {
+                tracing::info!(
+                    "resume changes {}: {} -> {}",
+                    c.key,
+                    c.from.as_deref().unwrap_or("(absent)"),
+                    c.to.as_deref().unwrap_or("(absent)")
+                );
+            }
+            let line = serde_json::json!({ "changes": changes }).to_string() + "\n";
+            let log = run.resume_log();
+            let mut previous_log = match std::fs::read(&log) {
+                Ok(bytes) => bytes,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+                Err(e) => return Err(PipelineError::io(&log, e)),
+            };
+            previous_log.extend_from_slice(line.as_bytes());
+            radit_util::fs::atomic_write(&log, &previous_log)?;
+        }
+        Ok(())
+    }
+
     /// Runs every stage in order for every round under the recipe's `output_dir`; a stage
     /// completed earlier is skipped on resume and its weights handed on.
     pub fn run(&self) -> Result<RunSummary> {
@@ -174,6 +232,7 @@ impl Pipeline {
         let builtins = self.builtin_stages();
         let stages = self.resolve(&names, &builtins)?;
         let run = RunDir::new(&recipe.output_dir);
+        self.claim(&run, &names)?;
         std::fs::create_dir_all(run.root()).map_err(|e| PipelineError::io(run.root(), e))?;
         let resolved = toml::to_string(recipe)
             .map_err(|e| PipelineError::Invalid(format!("serializing the recipe: {e}")))?;

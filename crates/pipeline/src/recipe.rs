@@ -39,13 +39,67 @@ pub struct Recipe {
 
 impl Recipe {
     /// Loads a recipe with `--set KEY=VALUE` overrides, expands `${RADIT_ASSETS}` and `~/` in
-    /// its model and corpus paths, and validates it ([`Recipe::validate`]).
+    /// its model and corpus paths, makes its paths absolute and validates it
+    /// ([`Recipe::validate`]).
+    ///
+    /// A relative path in the file means the same wherever the command runs from: it is
+    /// resolved against the recipe file's folder. A relative path given with `--set` is
+    /// resolved against the current directory, as any command-line path is. A model spec is
+    /// made absolute only when that path exists (otherwise it may be a hub id, `owner/name`).
+    /// The run stores the resolved recipe, so its paths are absolute from then on.
     pub fn load(path: &Path, sets: &[String]) -> Result<Self> {
         let (mut recipe, _) = radit_train::recipe::load_recipe::<Recipe>(path, sets)?;
-        recipe.generator.model = expand_spec(&recipe.generator.model);
-        recipe.retriever.encoder = expand_spec(&recipe.retriever.encoder);
-        recipe.docstore.corpus =
-            PathBuf::from(expand_spec(&recipe.docstore.corpus.to_string_lossy()));
+        let io = |e| crate::PipelineError::io(path, e);
+        let file_dir = std::path::absolute(path.parent().unwrap_or(Path::new(""))).map_err(io)?;
+        let cwd = std::env::current_dir().map_err(io)?;
+        let set_keys: Vec<&str> = sets
+            .iter()
+            .filter_map(|s| s.split_once('=').map(|(k, _)| k.trim()))
+            .collect();
+        // The folder a key's relative path is relative to.
+        let base = |key: &str| -> &Path {
+            let overridden = set_keys
+                .iter()
+                .any(|k| *k == key || key.starts_with(&format!("{k}.")));
+            if overridden {
+                &cwd
+            } else {
+                &file_dir
+            }
+        };
+        let absolute = |key: &str, p: &Path| -> PathBuf {
+            let p = PathBuf::from(expand_spec(&p.to_string_lossy()));
+            if p.is_relative() {
+                base(key).join(p)
+            } else {
+                p
+            }
+        };
+        let model = |key: &str, spec: &str| -> String {
+            let spec = expand_spec(spec);
+            let candidate = base(key).join(&spec);
+            if Path::new(&spec).is_relative() && candidate.exists() {
+                candidate.display().to_string()
+            } else {
+                spec
+            }
+        };
+        recipe.output_dir = absolute("output_dir", &recipe.output_dir);
+        recipe.generator.model = model("generator.model", &recipe.generator.model);
+        recipe.retriever.encoder = model("retriever.encoder", &recipe.retriever.encoder);
+        recipe.docstore.corpus = absolute("docstore.corpus", &recipe.docstore.corpus);
+        recipe.docstore.index = recipe
+            .docstore
+            .index
+            .as_ref()
+            .map(|p| absolute("docstore.index", p));
+        recipe.data.train = match &recipe.data.train {
+            OneOrMany::One(p) => OneOrMany::One(absolute("data.train", p)),
+            OneOrMany::Many(v) => {
+                OneOrMany::Many(v.iter().map(|p| absolute("data.train", p)).collect())
+            }
+        };
+        recipe.data.dev = recipe.data.dev.as_ref().map(|p| absolute("data.dev", p));
         recipe.validate()?;
         Ok(recipe)
     }

@@ -56,6 +56,50 @@ impl RunDir {
         self.root.join("recipe.toml")
     }
 
+    /// Whether the folder holds a run (its resolved recipe, written when a run starts).
+    pub fn holds_run(&self) -> bool {
+        self.recipe_path().is_file()
+    }
+
+    /// Where the changes each `--resume` made to the recipe are recorded (JSON lines).
+    pub fn resume_log(&self) -> PathBuf {
+        self.root.join("resumes.jsonl")
+    }
+
+    /// Removes everything a run wrote (`--overwrite`): the recipe, stage and round folders
+    /// (`stages` names the run's stages), TensorBoard events, folds, reports and logs. The
+    /// index is kept: it depends only on the corpus and the document encoder, which the
+    /// opener checks, and takes the longest to rebuild. Files radit did not write are left.
+    pub fn clear(&self, stages: &[String]) -> Result<()> {
+        let entries =
+            std::fs::read_dir(&self.root).map_err(|e| PipelineError::io(&self.root, e))?;
+        for entry in entries {
+            let entry = entry.map_err(|e| PipelineError::io(&self.root, e))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let ours = name == "recipe.toml"
+                || name == "tensorboard"
+                || name == "cv.json"
+                || name == "resumes.jsonl"
+                || stages.contains(&name)
+                || round_number(&name).is_some()
+                || name
+                    .strip_prefix("fold-")
+                    .is_some_and(|n| n.parse::<u64>().is_ok())
+                || (name.starts_with("eval-") && name.ends_with(".json"));
+            if !ours {
+                continue;
+            }
+            let path = entry.path();
+            let removed = if path.is_dir() {
+                std::fs::remove_dir_all(&path)
+            } else {
+                std::fs::remove_file(&path)
+            };
+            removed.map_err(|e| PipelineError::io(&path, e))?;
+        }
+        Ok(())
+    }
+
     /// Where the index is built when the recipe names none.
     pub fn default_index(&self) -> PathBuf {
         self.root.join("index")
@@ -331,6 +375,40 @@ mod tests {
         std::fs::write(stage.dir.join(DONE), "{not json").unwrap();
         let err = stage.read_done().unwrap_err().to_string();
         assert!(err.contains("done.json"), "{err}");
+    }
+
+    #[test]
+    fn clear_removes_what_a_run_wrote_and_keeps_the_index_and_foreign_files() {
+        let tmp = tempfile::tempdir().unwrap();
+        let run = RunDir::new(tmp.path());
+        for dir in [
+            "lm_ft/final",
+            "round-2/r_ft",
+            "tensorboard/lm_ft",
+            "index",
+            "fold-0",
+            "notes",
+        ] {
+            std::fs::create_dir_all(tmp.path().join(dir)).unwrap();
+        }
+        for file in [
+            "recipe.toml",
+            "eval-base-ensemble.json",
+            "cv.json",
+            "mine.txt",
+        ] {
+            std::fs::write(tmp.path().join(file), "x").unwrap();
+        }
+        assert!(run.holds_run());
+        run.clear(&["lm_ft".to_string(), "r_ft".to_string()])
+            .unwrap();
+        assert!(!run.holds_run());
+        let mut left: Vec<String> = std::fs::read_dir(tmp.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["index", "mine.txt", "notes"]);
     }
 
     #[test]
