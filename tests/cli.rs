@@ -1523,3 +1523,70 @@ schedule = {{ kind = "constant" }}
         ]
     );
 }
+
+/// The shipped recipes can be listed and copied (the copy runs from anywhere: its paths are
+/// absolute), a recipe can be shown resolved and validated with every problem at once.
+#[test]
+fn recipes_are_discoverable_and_validated_all_at_once() {
+    let out = radit(&["recipe", "ls"], &[]);
+    let list = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && list.contains("quickstart"),
+        "{list}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("mine.toml");
+    let out = radit(&["recipe", "cp", "quickstart", copy.to_str().unwrap()], &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = std::fs::read_to_string(&copy).unwrap();
+    assert!(!text.contains("\"../"), "{text}");
+    let out = radit(&["recipe", "validate", copy.to_str().unwrap()], &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+
+    let out = radit(
+        &[
+            "recipe",
+            "show",
+            copy.to_str().unwrap(),
+            "--set",
+            "stages.lm_ft.train.lr=3e-5",
+        ],
+        &[],
+    );
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Defaults are filled in and the override applied.
+    assert!(
+        shown.contains("search = \"exact\"") && shown.contains("lr = 3e-5"),
+        "{shown}"
+    );
+
+    let broken = dir.path().join("broken.toml");
+    std::fs::write(
+        &broken,
+        "output_dir = \"out\"\n[generator]\nmodel = \"g\"\n[data]\ntrain = \"t.jsonl\"\nmax_len = 64\n",
+    )
+    .unwrap();
+    let out = radit(&["recipe", "validate", broken.to_str().unwrap()], &[]);
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{report}");
+    for missing in ["retriever", "docstore", "data.batch_size", "stages"] {
+        assert!(
+            report.contains(&format!("missing key `{missing}`")),
+            "{missing}: {report}"
+        );
+    }
+}

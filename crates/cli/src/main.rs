@@ -7,6 +7,7 @@ mod data;
 mod eval;
 mod index;
 mod logging;
+mod recipe;
 mod train;
 
 use anyhow::{bail, Context, Result};
@@ -101,6 +102,10 @@ enum Command {
         #[arg(long, default_value_t = 5)]
         folds: usize,
     },
+    /// Shipped recipes (`ls`, `cp`), and a recipe resolved (`show`) or checked (`validate`)
+    /// without running it.
+    #[command(subcommand)]
+    Recipe(recipe::RecipeCommand),
     /// Prepare datasets: `answerable` keeps QA questions whose answer is in an index.
     #[command(subcommand)]
     Data(DataCommand),
@@ -304,6 +309,7 @@ fn run(cli: Cli) -> Result<train::Ended> {
         Command::Index(command) => index::run(command, &device)?,
         Command::Bench(command) => radit_bench::run(command, &device)?,
         Command::Data(DataCommand::Answerable(args)) => data::answerable(&args)?,
+        Command::Recipe(command) => recipe::run(command)?,
         Command::Report(args) => {
             let readme = radit_eval::summary::write_summary(&args.request()?)?;
             eprintln!("wrote {}", readme.display());

@@ -16,6 +16,7 @@
 
 #![deny(missing_docs)]
 
+pub mod check;
 pub mod cv;
 mod error;
 pub mod evaluate;
@@ -28,6 +29,7 @@ pub mod resume;
 pub mod run_dir;
 pub mod stage;
 
+pub use check::check_recipe;
 pub use cv::{cross_validate, CvSummary, FoldMetric};
 pub use error::{PipelineError, Result};
 pub use evaluate::{EvalModels, ModelSource};
@@ -37,6 +39,6 @@ pub use pipeline::{
 };
 pub use prompt::prompt_builder;
 pub use r_ft::RFtStage;
-pub use recipe::Recipe;
+pub use recipe::{normalize_path, Recipe};
 pub use run_dir::{RunDir, StageDir, StageDone};
 pub use stage::{drive, AnyStage, BuiltinStage, Context, DevMetrics, Models, Prepared, Stage};

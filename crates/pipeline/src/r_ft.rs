@@ -90,9 +90,13 @@ impl Stage for RFtStage {
             cap: ctx.recipe.data.cap,
             refresh_every: section.refresh_every,
         };
+        let started = std::time::Instant::now();
         let (objective, report) =
             RftObjective::new(queries, ctx.store, start, loss, settings, targets)?;
-        tracing::info!("{report}");
+        tracing::info!(
+            "R-ft: candidates retrieved and scored in {:.1} s; {report}",
+            started.elapsed().as_secs_f64()
+        );
         let trainable = Encoder::load(&models.query_source, &ctx.device.clone().autodiff())
             .map_err(|e| PipelineError::model(format!("query encoder {}", models.query_source), e))?
             .model;

@@ -50,7 +50,9 @@ impl Recipe {
     pub fn load(path: &Path, sets: &[String]) -> Result<Self> {
         let (mut recipe, _) = radit_train::recipe::load_recipe::<Recipe>(path, sets)?;
         let io = |e| crate::PipelineError::io(path, e);
-        let file_dir = std::path::absolute(path.parent().unwrap_or(Path::new(""))).map_err(io)?;
+        let file_dir = normalize_path(
+            &std::path::absolute(path.parent().unwrap_or(Path::new(""))).map_err(io)?,
+        );
         let cwd = std::env::current_dir().map_err(io)?;
         let set_keys: Vec<&str> = sets
             .iter()
@@ -70,7 +72,7 @@ impl Recipe {
         let absolute = |key: &str, p: &Path| -> PathBuf {
             let p = PathBuf::from(expand_spec(&p.to_string_lossy()));
             if p.is_relative() {
-                base(key).join(p)
+                normalize_path(&base(key).join(p))
             } else {
                 p
             }
@@ -79,7 +81,7 @@ impl Recipe {
             let spec = expand_spec(spec);
             let candidate = base(key).join(&spec);
             if Path::new(&spec).is_relative() && candidate.exists() {
-                candidate.display().to_string()
+                normalize_path(&candidate).display().to_string()
             } else {
                 spec
             }
@@ -135,6 +137,9 @@ impl Recipe {
         }
         if self.retriever.top_k == 0 {
             invalid!("retriever.top_k must be at least 1");
+        }
+        if self.logging.console_every == 0 {
+            invalid!("logging.console_every must be at least 1");
         }
         if self.docstore.chunk_words == 0 {
             invalid!("docstore.chunk_words must be at least 1");
@@ -193,6 +198,29 @@ impl RFtSection {
         }
         validate_train("stages.r_ft.train", &self.train)
     }
+}
+
+/// `path` without `.` and `..` components, resolved lexically (the path need not exist; a
+/// `..` at the root stays at the root).
+pub fn normalize_path(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for component in path.components() {
+        match component {
+            Component::CurDir => {}
+            Component::ParentDir => match out.components().next_back() {
+                // `..` of the root is the root.
+                Some(Component::RootDir | Component::Prefix(_)) => {}
+                Some(Component::Normal(_)) => {
+                    out.pop();
+                }
+                // A relative path that already climbs keeps climbing.
+                _ => out.push(component),
+            },
+            other => out.push(other),
+        }
+    }
+    out
 }
 
 /// Expands `${RADIT_ASSETS}` (default `~/.cache/radit/assets`, where `scripts/fetch-assets.sh`
@@ -393,6 +421,9 @@ pub struct Logging {
     /// Append metrics to `output_dir/metrics.jsonl`.
     #[serde(default = "yes")]
     pub jsonl: bool,
+    /// Without a terminal (logs, batch jobs), print a progress line every this many steps.
+    #[serde(default = "default_console_every")]
+    pub console_every: u64,
 }
 
 impl Default for Logging {
@@ -400,8 +431,13 @@ impl Default for Logging {
         Self {
             tensorboard: true,
             jsonl: true,
+            console_every: default_console_every(),
         }
     }
+}
+
+fn default_console_every() -> u64 {
+    10
 }
 
 fn default_top_k() -> usize {
@@ -503,6 +539,15 @@ schedule = { kind = "constant" }
             .map_err(|e| crate::PipelineError::Invalid(e.to_string()))?;
         recipe.validate()?;
         Ok(recipe)
+    }
+
+    #[test]
+    fn paths_normalize_lexically() {
+        assert_eq!(
+            normalize_path(Path::new("/a/b/../c/./d")),
+            PathBuf::from("/a/c/d")
+        );
+        assert_eq!(normalize_path(Path::new("/../x")), PathBuf::from("/x"));
     }
 
     #[test]

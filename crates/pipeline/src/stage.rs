@@ -90,6 +90,7 @@ impl Context<'_> {
         let mut logger = MetricLogger::new();
         logger.add(Box::new(ConsoleSink::stderr(ConsoleOptions {
             total_steps: Some(total_steps),
+            plain_every: self.recipe.logging.console_every,
             ..ConsoleOptions::default()
         })));
         if self.recipe.logging.tensorboard {
@@ -234,7 +235,7 @@ pub fn drive<S: Stage + ?Sized>(
             dev,
         } = stage.prepare(ctx, models, dir)?;
         let before = match &dev {
-            Some(metrics) => Some(metrics(&start).map_err(eval_error)?),
+            Some(metrics) => Some(timed_dev(dir, "before training", ctx, || metrics(&start))?),
             None => None,
         };
         drop(start);
@@ -272,7 +273,7 @@ pub fn drive<S: Stage + ?Sized>(
         let model = model.valid();
         let after = match &dev {
             Some(metrics) => {
-                let after = metrics(&model).map_err(eval_error)?;
+                let after = timed_dev(dir, "after training", ctx, || metrics(&model))?;
                 let scalars: Vec<(&str, f64)> =
                     after.iter().map(|(n, v)| (n.as_str(), *v)).collect();
                 logger.log_scalars(state.step, &scalars);
@@ -297,6 +298,27 @@ pub fn drive<S: Stage + ?Sized>(
     };
     dir.mark_done(&done)?;
     Ok(Some(done))
+}
+
+/// Runs a dev evaluation with a line saying what it measured and how long it took (a long
+/// phase is never silent in a log).
+fn timed_dev(
+    dir: &StageDir,
+    when: &str,
+    ctx: &Context<'_>,
+    run: impl FnOnce() -> std::result::Result<Vec<(String, f64)>, BoxError>,
+) -> Result<Vec<(String, f64)>> {
+    let started = std::time::Instant::now();
+    let metrics = run().map_err(eval_error)?;
+    let shown: Vec<String> = metrics.iter().map(|(n, v)| format!("{n}={v:.3}")).collect();
+    tracing::info!(
+        "{}: dev metrics {when} on {} examples in {:.1} s: {}",
+        dir.label,
+        ctx.dev.len(),
+        started.elapsed().as_secs_f64(),
+        shown.join(" ")
+    );
+    Ok(metrics)
 }
 
 /// The stage's rows of the result table: dev metrics before and after training.

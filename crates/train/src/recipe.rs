@@ -34,7 +34,7 @@ pub enum RecipeError {
         message: String,
     },
     /// A key the recipe structs do not have (typo or stale key).
-    #[error("{}", unknown_key_message(.key, .file, .suggestion.as_deref(), .from_override.as_deref()))]
+    #[error("{}", unknown_key_message(.key, .file, .suggestion.as_deref(), .expected, .from_override.as_deref()))]
     UnknownKey {
         /// Full dotted path of the offending key, e.g. `stages.lm_ft.lrr`.
         key: String,
@@ -81,11 +81,18 @@ fn unknown_key_message(
     key: &str,
     file: &str,
     suggestion: Option<&str>,
+    expected: &[String],
     from_override: Option<&str>,
 ) -> String {
     let mut msg = format!("unknown key `{key}` in {file}");
-    if let Some(s) = suggestion {
-        msg.push_str(&format!(" (did you mean `{s}`?)"));
+    match suggestion {
+        Some(s) => msg.push_str(&format!(" (did you mean `{s}`?)")),
+        // No key is close: name every key valid at that level instead.
+        None if !expected.is_empty() => {
+            let keys: Vec<String> = expected.iter().map(|k| format!("`{k}`")).collect();
+            msg.push_str(&format!(" (valid keys there: {})", keys.join(", ")));
+        }
+        None => {}
     }
     msg.push_str(&override_note(from_override));
     msg
@@ -443,7 +450,13 @@ lr = 1e-4
     #[test]
     fn unknown_top_level_key_without_close_match() {
         let err = parse(&format!("zzzzzzzz = 1\n{BASE}"), &[]).unwrap_err();
-        assert_eq!(err.to_string(), "unknown key `zzzzzzzz` in recipe.toml");
+        // No key is close, so the message lists the valid keys at that level.
+        let text = err.to_string();
+        assert!(
+            text.starts_with("unknown key `zzzzzzzz` in recipe.toml (valid keys there: `")
+                && text.contains("`name`"),
+            "{text}"
+        );
     }
 
     #[test]
