@@ -8,11 +8,25 @@
 //! recorded or recomputed, never half-used. The manifest is written last, and the folder is then
 //! renamed to `<out>`: a crash at any point leaves either the old index, or no index plus a
 //! resumable `.partial` folder, never a half-written index that opens as valid.
+//!
+//! A build holds an exclusive lock on `<out>.lock` (next to `<out>`, left in place) from start to
+//! end, so two builds of one output never interleave: the second fails at once with
+//! [`Error::Locked`].
+//!
+//! What a new build does with an existing `<out>.partial/`:
+//!
+//! * same settings (corpus path and fingerprint, format, chunking, encoder, batch size): resume,
+//!   whether the previous attempt was killed or failed (a failure is recorded in its build state);
+//! * different settings, and the previous attempt failed, or it holds no embeddings yet, or its
+//!   build state is missing or unreadable: discard it with a warning (nothing in it is a
+//!   finished artifact, and the change is most likely the fix of what failed);
+//! * different settings, and a killed build that already holds embeddings: refuse with
+//!   [`Error::ResumeMismatch`] (the embeddings may be hours of work); `restart` discards it.
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::fs;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -166,6 +180,9 @@ struct ChunkSummary {
 struct State {
     settings: Settings,
     chunked: Option<ChunkSummary>,
+    /// The error of the last attempt, if it failed (rather than being killed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    failed: Option<String>,
 }
 
 /// Progress of the embedding phase, rewritten atomically after every batch.
@@ -177,11 +194,82 @@ pub struct EmbedProgress {
     pub rows_total: u64,
 }
 
+/// `out` with `suffix` appended to its file name.
+fn sibling(out: &Path, suffix: &str) -> PathBuf {
+    let mut name = out.file_name().unwrap_or_default().to_os_string();
+    name.push(suffix);
+    out.with_file_name(name)
+}
+
 /// The staging folder of a build of `out`: `<out>.partial`.
 pub fn partial_dir(out: &Path) -> PathBuf {
-    let mut name = out.file_name().unwrap_or_default().to_os_string();
-    name.push(".partial");
-    out.with_file_name(name)
+    sibling(out, ".partial")
+}
+
+/// The lock file a build of `out` holds: `<out>.lock`.
+pub fn lock_path(out: &Path) -> PathBuf {
+    sibling(out, ".lock")
+}
+
+/// An exclusive lock on `<out>.lock`, held for a whole build and released on drop.
+///
+/// The file holds the holder's process id while locked, for the error message of a concurrent
+/// build. It is never removed: unlinking a lock file lets two later builds lock two different
+/// files of the same name.
+struct OutputLock {
+    file: fs::File,
+}
+
+impl OutputLock {
+    /// Takes the lock of `out` without waiting, creating the lock file (and its folder) if needed.
+    fn acquire(out: &Path) -> Result<OutputLock> {
+        let path = lock_path(out);
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+        }
+        let mut file = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|e| Error::io(&path, e))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => {
+                let mut text = String::new();
+                let pid = file
+                    .read_to_string(&mut text)
+                    .ok()
+                    .and_then(|_| text.trim().parse().ok());
+                return Err(Error::Locked { lock: path, pid });
+            }
+            Err(fs::TryLockError::Error(e)) if e.kind() == std::io::ErrorKind::Unsupported => {
+                tracing::warn!(
+                    "{}: file locks are not supported here ({e}); building without a lock, so \
+                     do not start another build of {} until this one ends",
+                    path.display(),
+                    out.display()
+                );
+            }
+            Err(fs::TryLockError::Error(e)) => return Err(Error::io(&path, e)),
+        }
+        // Best effort: the pid only improves the message a concurrent build prints.
+        let recorded = file
+            .set_len(0)
+            .and_then(|()| file.write_all(format!("{}\n", std::process::id()).as_bytes()));
+        if let Err(e) = recorded {
+            tracing::warn!("{}: could not record the pid: {e}", path.display());
+        }
+        Ok(OutputLock { file })
+    }
+}
+
+impl Drop for OutputLock {
+    fn drop(&mut self) {
+        // Clear the pid; closing the file releases the lock.
+        let _ = self.file.set_len(0);
+    }
 }
 
 /// Progress of an interrupted (or running) build of `out`, if its embedding phase has started.
@@ -189,72 +277,124 @@ pub fn read_progress(out: &Path) -> Option<EmbedProgress> {
     read_json(&partial_dir(out).join(PROGRESS)).ok()
 }
 
-fn mismatch(staging: &Path, what: &str, old: impl fmt::Display, new: impl fmt::Display) -> Error {
-    Error::ResumeMismatch {
-        staging: staging.to_path_buf(),
-        message: format!("{what} differs (interrupted build: {old}; now: {new})"),
-    }
+fn differs(what: &str, old: impl fmt::Display, new: impl fmt::Display) -> Option<String> {
+    Some(format!(
+        "{what} differs (previous attempt: {old}; now: {new})"
+    ))
 }
 
-fn check_resumable(staging: &Path, old: &Settings, new: &Settings) -> Result<()> {
+/// The first setting that differs between the staged build and the requested one, described
+/// with both values; `None` when the staged build can be resumed.
+fn settings_difference(old: &Settings, new: &Settings) -> Option<String> {
     if old.format_version != new.format_version {
-        return Err(mismatch(
-            staging,
-            "format version",
-            old.format_version,
-            new.format_version,
-        ));
+        return differs("format version", old.format_version, new.format_version);
     }
     if old.corpus_path != new.corpus_path {
-        return Err(mismatch(
-            staging,
-            "corpus path",
-            &old.corpus_path,
-            &new.corpus_path,
-        ));
+        return differs("corpus path", &old.corpus_path, &new.corpus_path);
     }
     if old.corpus_fingerprint != new.corpus_fingerprint {
-        return Err(mismatch(
-            staging,
+        return differs(
             "corpus contents (file sizes or modification times)",
             &old.corpus_fingerprint,
             &new.corpus_fingerprint,
-        ));
+        );
     }
     if old.format != new.format {
-        return Err(mismatch(staging, "corpus format", old.format, new.format));
+        return differs("corpus format", old.format, new.format);
     }
     if old.chunking != new.chunking {
-        return Err(mismatch(
-            staging,
+        return differs(
             "chunking",
             format!("{:?}", old.chunking),
             format!("{:?}", new.chunking),
-        ));
+        );
     }
     if old.encoder != new.encoder {
-        return Err(mismatch(staging, "encoder", &old.encoder, &new.encoder));
+        return differs("encoder", &old.encoder, &new.encoder);
     }
     if old.batch_size != new.batch_size {
-        return Err(mismatch(
-            staging,
-            "batch size",
-            old.batch_size,
-            new.batch_size,
-        ));
+        return differs("batch size", old.batch_size, new.batch_size);
     }
-    Ok(())
+    None
+}
+
+fn is_empty_dir(dir: &Path) -> bool {
+    fs::read_dir(dir).is_ok_and(|mut d| d.next().is_none())
+}
+
+/// Decides what to do with an existing staging folder (see the module documentation): returns
+/// the state to resume, or `None` after discarding the folder (or when there is none).
+fn take_over_staging(staging: &Path, settings: &Settings) -> Result<Option<State>> {
+    if !staging.exists() || is_empty_dir(staging) {
+        return Ok(None);
+    }
+    let state_path = staging.join(STATE);
+    let reason = if !state_path.exists() {
+        format!("it has no {STATE}")
+    } else {
+        match read_json::<State>(&state_path) {
+            Err(e) => format!("its build state is unreadable ({e})"),
+            Ok(old) => match settings_difference(&old.settings, settings) {
+                None => return Ok(Some(old)),
+                Some(diff) => {
+                    let embedded = read_json::<EmbedProgress>(&staging.join(PROGRESS))
+                        .map_or(0, |p| p.rows_done);
+                    match &old.failed {
+                        Some(failure) => {
+                            format!("the attempt that left it failed ({failure}), and {diff}")
+                        }
+                        None if embedded == 0 => format!("{diff}, and it holds no embeddings"),
+                        None => {
+                            let total = old.chunked.as_ref().map_or(0, |c| c.chunks);
+                            return Err(Error::ResumeMismatch {
+                                staging: staging.to_path_buf(),
+                                message: format!(
+                                    "{diff}; it already holds the embeddings of {embedded} of \
+                                     {total} chunks"
+                                ),
+                            });
+                        }
+                    }
+                }
+            },
+        }
+    };
+    tracing::warn!(
+        "discarding the unfinished build in {}: {reason}",
+        staging.display()
+    );
+    fs::remove_dir_all(staging).map_err(|e| Error::io(staging, e))?;
+    Ok(None)
+}
+
+/// Records in the build state that the attempt failed with `err`, so that the next attempt may
+/// discard the staging folder when its settings differ. Best effort: the build's own error is
+/// the one reported.
+fn record_failure(state_path: &Path, err: &Error) {
+    // No state (finalization already removed it): nothing to record.
+    let Ok(mut state) = read_json::<State>(state_path) else {
+        return;
+    };
+    state.failed = Some(err.to_string());
+    if let Err(e) = write_json_atomic(state_path, &state) {
+        tracing::warn!("could not record the failed build: {e}");
+    }
 }
 
 fn is_index_or_empty(dir: &Path) -> bool {
-    dir.join(MANIFEST).is_file() || fs::read_dir(dir).is_ok_and(|mut d| d.next().is_none())
+    dir.join(MANIFEST).is_file() || is_empty_dir(dir)
 }
 
 /// Builds (or resumes building) the index of `corpus` in the folder `out` with `embedder`.
 ///
-/// An interrupted build of the same `out` with the same settings is resumed: finished embedding
-/// batches are kept. The embedder must be deterministic for a resumed build to equal an
-/// uninterrupted one byte for byte.
+/// An interrupted or failed build of the same `out` with the same settings is resumed: finished
+/// embedding batches are kept. The embedder must be deterministic for a resumed build to equal an
+/// uninterrupted one byte for byte. A staged build with other settings is discarded with a
+/// warning, unless it was killed (not failed) after embedding something: then this is an
+/// [`Error::ResumeMismatch`] (see the module documentation).
+///
+/// The build holds an exclusive lock on [`lock_path`]`(out)`; while another build holds it, this
+/// fails at once with [`Error::Locked`].
 pub fn build_index(
     corpus: &Path,
     out: &Path,
@@ -276,7 +416,14 @@ pub fn build_index(
             "encoder dimension {dim} does not match its identity ({identity})"
         )));
     }
-    let empty_dir = out.is_dir() && fs::read_dir(out).is_ok_and(|mut d| d.next().is_none());
+    if out.file_name().is_none() {
+        return Err(Error::arg(format!(
+            "output path {} does not name a folder",
+            out.display()
+        )));
+    }
+    let _lock = OutputLock::acquire(out)?;
+    let empty_dir = out.is_dir() && is_empty_dir(out);
     if out.exists() && !empty_dir {
         if !opts.overwrite {
             return Err(Error::Exists(out.to_path_buf()));
@@ -288,12 +435,6 @@ pub fn build_index(
             )));
         }
     }
-    let staging = partial_dir(out);
-    if opts.restart && staging.exists() {
-        fs::remove_dir_all(&staging).map_err(|e| Error::io(&staging, e))?;
-    }
-    fs::create_dir_all(&staging).map_err(|e| Error::io(&staging, e))?;
-
     let settings = Settings {
         format_version: FORMAT_VERSION,
         corpus_path: corpus.display().to_string(),
@@ -303,19 +444,57 @@ pub fn build_index(
         encoder: identity.clone(),
         batch_size: opts.batch_size,
     };
+    let staging = partial_dir(out);
+    if opts.restart && staging.exists() {
+        fs::remove_dir_all(&staging).map_err(|e| Error::io(&staging, e))?;
+    }
+    let resumed = take_over_staging(&staging, &settings)?;
+    fs::create_dir_all(&staging).map_err(|e| Error::io(&staging, e))?;
     let state_path = staging.join(STATE);
-    let mut state = if state_path.exists() {
-        let old: State = read_json(&state_path)?;
-        check_resumable(&staging, &old.settings, &settings)?;
-        old
-    } else {
-        let s = State {
-            settings,
-            chunked: None,
-        };
-        write_json_atomic(&state_path, &s)?;
-        s
+    let state = match resumed {
+        Some(mut old) => {
+            if let Some(failure) = old.failed.take() {
+                note(
+                    opts.progress,
+                    &format!(
+                        "resuming the build in {} (the previous attempt failed: {failure})",
+                        staging.display()
+                    ),
+                );
+                write_json_atomic(&state_path, &old)?;
+            }
+            old
+        }
+        None => {
+            let s = State {
+                settings,
+                chunked: None,
+                failed: None,
+            };
+            write_json_atomic(&state_path, &s)?;
+            s
+        }
     };
+    let built = build_staged(corpus, out, &staging, state, embedder, opts, t0);
+    if let Err(e) = &built {
+        record_failure(&state_path, e);
+    }
+    built
+}
+
+/// Chunks, embeds and finalizes in `staging` (prepared, with its build state written), then
+/// moves the result to `out`.
+fn build_staged(
+    corpus: &Path,
+    out: &Path,
+    staging: &Path,
+    mut state: State,
+    embedder: &dyn Embedder,
+    opts: &BuildOptions,
+    t0: Instant,
+) -> Result<BuildReport> {
+    let dim = embedder.dim();
+    let state_path = staging.join(STATE);
 
     // Phase 1: chunks.
     let summary = match state.chunked.clone() {
@@ -325,7 +504,7 @@ pub fn build_index(
                 opts.progress,
                 &format!("reading and chunking {}", corpus.display()),
             );
-            let s = write_chunks(corpus, &staging, opts)?;
+            let s = write_chunks(corpus, staging, opts)?;
             state.chunked = Some(s.clone());
             write_json_atomic(&state_path, &state)?;
             s
@@ -335,15 +514,15 @@ pub fn build_index(
         eprintln!("{}", summary.ingest.summary(10));
     }
     let n = summary.chunks as usize;
-    let chunks = ChunkFile::open(&staging, n)?;
+    let chunks = ChunkFile::open(staging, n)?;
 
     // Phase 2: embeddings.
-    let emb = embed_all(&chunks, &staging, embedder, dim, opts)?;
+    let emb = embed_all(&chunks, staging, embedder, dim, opts)?;
 
     // Phase 3: finalize.
-    let fin = finalize(&staging, &chunks, &summary, &settings_of(&state), dim, opts)?;
+    let fin = finalize(staging, &chunks, &summary, &settings_of(&state), dim, opts)?;
     drop(chunks);
-    replace_dir(&staging, out)?;
+    replace_dir(staging, out)?;
     let total = t0.elapsed().as_secs_f64();
     Ok(BuildReport {
         out: out.to_path_buf(),

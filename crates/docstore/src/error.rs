@@ -64,13 +64,23 @@ pub enum Error {
         /// What is wrong with it.
         message: String,
     },
-    /// An interrupted build exists whose settings differ from the requested ones.
-    #[error("cannot resume the interrupted build in {}: {message}; remove that folder or build with `restart` to start over", staging.display())]
+    /// An interrupted (killed, not failed) build that already holds embeddings exists, and its
+    /// settings differ from the requested ones. It is not discarded silently: that could throw
+    /// away hours of embedding over a mistyped setting.
+    #[error("cannot resume the interrupted build in {}: {message}; rerun with the same settings to resume it, or remove that folder or build with `restart` to start over", staging.display())]
     ResumeMismatch {
         /// The staging folder of the interrupted build.
         staging: PathBuf,
         /// Which setting differs, with both values.
         message: String,
+    },
+    /// Another build of the same output is running: it holds the output's lock file.
+    #[error("another build holds {} ({}); wait for it to finish or stop it, then retry", lock.display(), holder(*pid))]
+    Locked {
+        /// The lock file, `<out>.lock` next to the output.
+        lock: PathBuf,
+        /// Process id of the holder, as it recorded it in the lock file (if readable).
+        pid: Option<u32>,
     },
     /// The output folder already exists and overwriting was not requested.
     #[error("{} already exists (pass overwrite to replace it)", .0.display())]
@@ -88,6 +98,11 @@ pub enum Error {
     /// A caller-supplied argument is invalid (dimension mismatch, k = 0, missing index part, ...).
     #[error("{0}")]
     InvalidArgument(String),
+}
+
+/// `pid N`, or `pid unknown` when the holder had not recorded it yet.
+fn holder(pid: Option<u32>) -> String {
+    pid.map_or_else(|| "pid unknown".to_string(), |p| format!("pid {p}"))
 }
 
 impl From<radit_util::fs::FsError> for Error {

@@ -57,13 +57,13 @@ pub fn search(rows: Rows<'_>, dim: usize, queries: &[f32], k: usize) -> Result<V
     if dim == 0 {
         return Err(Error::arg("dimension must be positive"));
     }
-    if rows.len() % dim != 0 {
+    if !rows.len().is_multiple_of(dim) {
         return Err(Error::arg(format!(
             "matrix length {} is not a multiple of dimension {dim}",
             rows.len()
         )));
     }
-    if queries.len() % dim != 0 {
+    if !queries.len().is_multiple_of(dim) {
         return Err(Error::arg(format!(
             "query buffer length {} is not a multiple of the index dimension {dim}",
             queries.len()

@@ -115,8 +115,8 @@ impl Pod for half::f16 {}
 pub(crate) fn cast_slice<T: Pod>(bytes: &[u8]) -> Option<&[T]> {
     let size = std::mem::size_of::<T>();
     if cfg!(target_endian = "big")
-        || bytes.len() % size != 0
-        || (bytes.as_ptr() as usize) % std::mem::align_of::<T>() != 0
+        || !bytes.len().is_multiple_of(size)
+        || !(bytes.as_ptr() as usize).is_multiple_of(std::mem::align_of::<T>())
     {
         return None;
     }
@@ -151,7 +151,7 @@ pub(crate) fn extend_f32(out: &mut Vec<u8>, vals: &[f32]) {
 
 /// Pads `out` with zeros to a multiple of 8 bytes.
 pub(crate) fn pad8(out: &mut Vec<u8>) {
-    while out.len() % 8 != 0 {
+    while !out.len().is_multiple_of(8) {
         out.push(0);
     }
 }

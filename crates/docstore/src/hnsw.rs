@@ -469,7 +469,7 @@ pub(crate) fn build(
     progress: &dyn Fn(usize),
 ) -> Result<Vec<u8>> {
     params.validate()?;
-    if dim == 0 || data.len() % dim != 0 {
+    if dim == 0 || !data.len().is_multiple_of(dim) {
         return Err(Error::arg(
             "hnsw: data length is not a multiple of the dimension",
         ));
@@ -764,7 +764,7 @@ impl Hnsw {
         ef: usize,
     ) -> Result<Vec<Vec<Scored>>> {
         let dim = self.dim;
-        if queries.len() % dim != 0 {
+        if !queries.len().is_multiple_of(dim) {
             return Err(Error::arg(format!(
                 "query buffer length {} is not a multiple of the index dimension {dim}",
                 queries.len()

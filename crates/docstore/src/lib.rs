@@ -41,7 +41,7 @@ pub mod topk;
 
 pub use bm25::Bm25Params;
 pub use build::{
-    build_index, partial_dir, read_progress, BuildOptions, BuildReport, EmbedProgress,
+    build_index, lock_path, partial_dir, read_progress, BuildOptions, BuildReport, EmbedProgress,
 };
 pub use chunk::{chunk_document, ChunkParams, ChunkRecord};
 pub use corpus::{

@@ -446,7 +446,7 @@ impl DocStore {
         dense: Dense,
     ) -> Result<Vec<Vec<Scored>>> {
         let dim = self.dim();
-        if queries.len() % dim != 0 {
+        if !queries.len().is_multiple_of(dim) {
             return Err(Error::arg(format!(
                 "query embeddings have {} values, not a multiple of the index dimension {dim}",
                 queries.len()

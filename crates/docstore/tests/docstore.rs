@@ -702,31 +702,293 @@ fn build_killed_with_sigkill_resumes_to_identical_index() {
 }
 
 #[test]
-fn resume_refuses_changed_settings() {
+fn a_second_process_fails_fast_naming_the_lock_holder() {
     let dir = tempfile::tempdir().unwrap();
-    let corpus = dir.path().join("c.jsonl");
-    write(&corpus, &jsonl(&[("1", "A", "alpha beta gamma")]));
+    let corpus = ten_docs(dir.path());
     let out = dir.path().join("idx");
-    // Simulate an interrupted build: a failing encoder after chunking.
-    struct Failing;
-    impl Embedder for Failing {
-        fn identity(&self) -> EncoderIdentity {
-            HashEmbedder::new(8, 0).identity()
-        }
-        fn dim(&self) -> usize {
-            8
-        }
-        fn embed(&self, _: &[&str]) -> Result<Vec<Vec<f32>>, BoxError> {
-            Err("out of memory".into())
+    let mut child = helper()
+        .arg(&corpus)
+        .arg(&out)
+        .args(["--batch-size", "1"])
+        .env("RADIT_DOCSTORE_TEST_SLEEP_MS", "2000")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    // Wait until the first build holds the lock and has started (its staging folder exists).
+    while !partial_dir(&out).join("chunks.offsets").exists() {
+        assert!(Instant::now() < deadline, "the helper made no progress");
+        assert!(child.try_wait().unwrap().is_none(), "the helper exited");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let t = Instant::now();
+    let o = helper()
+        .arg(&corpus)
+        .arg(&out)
+        .args(["--batch-size", "1"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(t.elapsed() < Duration::from_secs(10), "did not fail fast");
+    let want = format!(
+        "another build holds {} (pid {})",
+        radit_docstore::lock_path(&out).display(),
+        child.id()
+    );
+    assert!(stderr.contains(&want), "{stderr}");
+    // The loser left the winner's staging folder alone.
+    let state = fs::read_to_string(partial_dir(&out).join("build-state.json")).unwrap();
+    assert!(!state.contains("\"failed\""), "{state}");
+
+    // A killed holder leaves no stale lock: the next build resumes.
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let o = helper()
+        .arg(&corpus)
+        .arg(&out)
+        .args(["--batch-size", "1"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(DocStore::open(&out).is_ok());
+}
+
+/// Embeds like `HashEmbedder::new(8, 0)` (same identity), but fails (or panics, standing in for
+/// a kill) on batch `fail_at` and later, and sleeps `sleep` per batch.
+struct Faulty {
+    inner: HashEmbedder,
+    fail_at: usize,
+    panic: bool,
+    sleep: Duration,
+    calls: std::sync::atomic::AtomicUsize,
+}
+
+impl Faulty {
+    fn new(fail_at: usize, panic: bool) -> Faulty {
+        Faulty {
+            inner: HashEmbedder::new(8, 0),
+            fail_at,
+            panic,
+            sleep: Duration::ZERO,
+            calls: Default::default(),
         }
     }
-    let err = build_index(&corpus, &out, &Failing, &silent()).unwrap_err();
-    assert!(err.to_string().contains("out of memory"), "{err}");
+}
+
+impl Embedder for Faulty {
+    fn identity(&self) -> EncoderIdentity {
+        self.inner.identity()
+    }
+    fn dim(&self) -> usize {
+        8
+    }
+    fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, BoxError> {
+        std::thread::sleep(self.sleep);
+        let call = self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        if call >= self.fail_at {
+            if self.panic {
+                panic!("simulated kill");
+            }
+            return Err("out of memory".into());
+        }
+        self.inner.embed(texts)
+    }
+}
+
+/// Ten one-chunk documents.
+fn ten_docs(dir: &Path) -> PathBuf {
+    let corpus = dir.join("c.jsonl");
+    let docs: Vec<(String, String, String)> = (0..10)
+        .map(|i| (i.to_string(), format!("T{i}"), words(&format!("d{i}w"), 6)))
+        .collect();
+    let refs: Vec<(&str, &str, &str)> = docs
+        .iter()
+        .map(|(a, b, c)| (a.as_str(), b.as_str(), c.as_str()))
+        .collect();
+    write(&corpus, &jsonl(&refs));
+    corpus
+}
+
+fn batches_of_2() -> BuildOptions {
+    BuildOptions {
+        batch_size: 2,
+        ..silent()
+    }
+}
+
+#[test]
+fn retry_after_a_failed_build_resumes_with_the_same_settings() {
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = ten_docs(dir.path());
+    let out = dir.path().join("idx");
+    let err = build_index(&corpus, &out, &Faulty::new(2, false), &batches_of_2()).unwrap_err();
+    assert!(matches!(err, Error::Embedder { first: 4, .. }), "{err}");
     assert!(partial_dir(&out).is_dir());
-    let err = build_index(&corpus, &out, &HashEmbedder::new(8, 1), &silent()).unwrap_err();
+    let r = build_index(&corpus, &out, &HashEmbedder::new(8, 0), &batches_of_2()).unwrap();
+    assert_eq!((r.resumed_from, r.embedded, r.chunks), (4, 6, 10));
+    assert!(!partial_dir(&out).exists());
+
+    // Byte-for-byte the uninterrupted build.
+    let reference = dir.path().join("reference");
+    build_index(
+        &corpus,
+        &reference,
+        &HashEmbedder::new(8, 0),
+        &batches_of_2(),
+    )
+    .unwrap();
+    assert_eq!(dir_files(&reference), dir_files(&out));
+}
+
+#[test]
+fn retry_after_a_failed_build_with_other_settings_starts_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = ten_docs(dir.path());
+    let out = dir.path().join("idx");
+    let err = build_index(&corpus, &out, &Faulty::new(2, false), &batches_of_2()).unwrap_err();
+    assert!(err.to_string().contains("out of memory"), "{err}");
+    // Another encoder (the fix), then another batch size: the failed attempt is discarded.
+    let other = HashEmbedder::new(8, 1);
+    let r = build_index(&corpus, &out, &other, &batches_of_2()).unwrap();
+    assert_eq!((r.resumed_from, r.embedded), (0, 10));
+    assert!(!partial_dir(&out).exists());
+    assert!(DocStore::open_for_encoder(&out, &other.identity()).is_ok());
+
+    let out = dir.path().join("idx2");
+    build_index(&corpus, &out, &Faulty::new(1, false), &batches_of_2()).unwrap_err();
+    let r = build_index(&corpus, &out, &HashEmbedder::new(8, 0), &silent()).unwrap();
+    assert_eq!((r.resumed_from, r.embedded), (0, 10));
+    assert_eq!(
+        DocStore::open(&out)
+            .unwrap()
+            .manifest()
+            .embeddings
+            .batch_size,
+        64
+    );
+}
+
+#[test]
+fn retry_after_a_bad_corpus_with_the_corrected_corpus_succeeds() {
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = dir.path().join("c.jsonl");
+    write(
+        &corpus,
+        "{\"id\": \"1\", \"title\": \"A\", \"text\": \"alpha beta\"}\n{\"id\": \"2\", \n",
+    );
+    let out = dir.path().join("idx");
+    let strict = BuildOptions {
+        strict: true,
+        ..silent()
+    };
+    let err = build_index(&corpus, &out, &HashEmbedder::new(8, 0), &strict).unwrap_err();
+    assert!(matches!(err, Error::Corpus { .. }), "{err}");
+    write(
+        &corpus,
+        &jsonl(&[("1", "A", "alpha beta"), ("2", "B", "gamma delta")]),
+    );
+    let r = build_index(&corpus, &out, &HashEmbedder::new(8, 0), &strict).unwrap();
+    assert_eq!(r.chunks, 2);
+
+    // A corpus with nothing to index, then a real one.
+    let empty = dir.path().join("empty.jsonl");
+    write(&empty, &jsonl(&[("1", "A", "")]));
+    let out = dir.path().join("idx2");
+    let err = build_index(&empty, &out, &HashEmbedder::new(8, 0), &silent()).unwrap_err();
+    assert!(err.to_string().contains("no chunks"), "{err}");
+    write(&empty, &jsonl(&[("1", "A", "now with text")]));
+    assert_eq!(
+        build_index(&empty, &out, &HashEmbedder::new(8, 0), &silent())
+            .unwrap()
+            .chunks,
+        1
+    );
+}
+
+#[test]
+fn killed_build_with_embeddings_refuses_other_settings_until_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = ten_docs(dir.path());
+    let other = HashEmbedder::new(8, 1);
+
+    // Killed (a panic: nothing records a failure) before any embedding is stored: discarded.
+    let out = dir.path().join("idx0");
+    let killed = std::panic::catch_unwind(|| {
+        build_index(&corpus, &out, &Faulty::new(0, true), &batches_of_2())
+    });
+    assert!(killed.is_err());
+    assert!(partial_dir(&out).is_dir());
+    assert_eq!(
+        build_index(&corpus, &out, &other, &batches_of_2())
+            .unwrap()
+            .resumed_from,
+        0
+    );
+
+    // Killed after two batches: another encoder is refused, naming what would be lost.
+    let out = dir.path().join("idx");
+    let killed = std::panic::catch_unwind(|| {
+        build_index(&corpus, &out, &Faulty::new(2, true), &batches_of_2())
+    });
+    assert!(killed.is_err());
+    let err = build_index(&corpus, &out, &other, &batches_of_2()).unwrap_err();
     assert!(matches!(err, Error::ResumeMismatch { .. }), "{err}");
-    assert!(err.to_string().contains("encoder"), "{err}");
-    // The same encoder resumes; `restart` discards.
-    build_index(&corpus, &out, &HashEmbedder::new(8, 0), &silent()).unwrap();
-    assert!(DocStore::open(&out).is_ok());
+    let msg = err.to_string();
+    assert!(msg.contains("encoder differs"), "{msg}");
+    assert!(msg.contains("embeddings of 4 of 10 chunks"), "{msg}");
+    assert!(msg.contains("restart"), "{msg}");
+    // `restart` discards it.
+    let restart = BuildOptions {
+        restart: true,
+        ..batches_of_2()
+    };
+    let r = build_index(&corpus, &out, &other, &restart).unwrap();
+    assert_eq!((r.resumed_from, r.embedded), (0, 10));
+}
+
+#[test]
+fn concurrent_builds_of_one_output_exactly_one_wins() {
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = ten_docs(dir.path());
+    for trial in 0..4 {
+        let out = dir.path().join(format!("idx{trial}"));
+        let barrier = std::sync::Barrier::new(2);
+        let build = || {
+            let slow = Faulty {
+                sleep: Duration::from_millis(20),
+                ..Faulty::new(usize::MAX, false)
+            };
+            barrier.wait();
+            build_index(&corpus, &out, &slow, &batches_of_2())
+        };
+        let (a, b) = std::thread::scope(|s| {
+            let a = s.spawn(build);
+            let b = s.spawn(build);
+            (a.join().unwrap(), b.join().unwrap())
+        });
+        let (won, lost) = match (a, b) {
+            (Ok(w), Err(l)) | (Err(l), Ok(w)) => (w, l),
+            (a, b) => panic!("trial {trial}: expected exactly one success: {a:?} / {b:?}"),
+        };
+        assert_eq!(won.chunks, 10);
+        match &lost {
+            Error::Locked { lock, pid } => {
+                assert_eq!(lock, &radit_docstore::lock_path(&out));
+                assert!(pid.is_none_or(|p| p == std::process::id()), "{pid:?}");
+            }
+            other => panic!("trial {trial}: expected the lock error, got {other}"),
+        }
+        let msg = lost.to_string();
+        assert!(msg.contains("another build holds"), "{msg}");
+        assert!(msg.contains(&format!("idx{trial}.lock")), "{msg}");
+        assert!(DocStore::open(&out).is_ok());
+        // The lock is released with the build.
+        let again = BuildOptions {
+            overwrite: true,
+            ..batches_of_2()
+        };
+        build_index(&corpus, &out, &HashEmbedder::new(8, 0), &again).unwrap();
+    }
 }
