@@ -337,7 +337,7 @@ impl CommonArgs {
 impl LlamaArgs {
     /// The Llama config of the peers (untied embeddings, as transformers' default).
     fn config(&self, positions: usize) -> Result<LlamaConfig> {
-        if self.heads == 0 || self.hidden % self.heads != 0 {
+        if self.heads == 0 || !self.hidden.is_multiple_of(self.heads) {
             return Err(invalid("--hidden must be a multiple of --heads"));
         }
         if self.vocab < 2 {
@@ -761,7 +761,7 @@ fn r_ft(s: &RFtSpec, device: &Device) -> Result<()> {
     if s.seq > s.max_positions {
         return Err(invalid("--seq must be at most --max-positions"));
     }
-    if s.heads == 0 || s.hidden % s.heads != 0 {
+    if s.heads == 0 || !s.hidden.is_multiple_of(s.heads) {
         return Err(invalid("--hidden must be a multiple of --heads"));
     }
     if s.vocab < 2 {
