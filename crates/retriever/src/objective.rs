@@ -383,7 +383,7 @@ impl<'a, T: Tokenize> RftObjective<'a, T> {
 impl<T: Tokenize> Objective<Bert> for RftObjective<'_, T> {
     fn next_loss(&mut self, model: &Bert, step: u64) -> Result<MicroBatchLoss, BoxError> {
         if let Some(every) = self.settings.refresh_every {
-            if step > 0 && step % every.max(1) == 0 && self.refreshed_at != Some(step) {
+            if step > 0 && step.is_multiple_of(every.max(1)) && self.refreshed_at != Some(step) {
                 self.refresh(model, step)?;
             }
         }

@@ -159,7 +159,7 @@ impl MetricSink for ConsoleSink {
         }
         let every = self.opts.plain_every.max(1);
         let last = self.opts.total_steps == Some(step);
-        if !is_train || step % every == 0 || last {
+        if !is_train || step.is_multiple_of(every) || last {
             let eta = if is_train { self.eta(step) } else { None };
             let line = plain_line(step, self.opts.total_steps, scalars, eta);
             writeln!(self.out, "{line}")
