@@ -91,7 +91,70 @@ impl fmt::Display for SkippedLine {
     }
 }
 
-/// What happened while loading one file: the caller prints the skips (they are never silent).
+/// How many skipped lines and duplicate groups [`LoadReport`]'s `Display` lists one by one;
+/// the rest are counted ("... and 12 more").
+pub const REPORT_LIST_LIMIT: usize = 10;
+
+/// Longest reason or quoted text the report prints (a malformed line may be megabytes).
+const REPORT_TEXT_CHARS: usize = 200;
+
+/// What two or more records of a file have in common.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DuplicateKind {
+    /// The same explicit id (JSONL only; generated `{dataset}:{line}` ids never repeat).
+    Id,
+    /// The same question and the same gold answers.
+    QuestionAndAnswers,
+}
+
+/// Records that look like the same example. They are all kept: neither format defines ids
+/// as unique, and a benchmark may ask the same question twice on purpose, so the loader
+/// warns and leaves the choice to the user.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DuplicateRecords {
+    /// What the records share.
+    pub kind: DuplicateKind,
+    /// The shared id, or the shared question.
+    pub key: String,
+    /// 1-based line numbers of the records, in file order (two or more).
+    pub lines: Vec<usize>,
+}
+
+impl fmt::Display for DuplicateRecords {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let what = match self.kind {
+            DuplicateKind::Id => "id",
+            DuplicateKind::QuestionAndAnswers => "question and answers",
+        };
+        write!(f, "duplicate {what} {:?} on lines ", clip(&self.key, 64))?;
+        for (i, line) in self.lines.iter().take(REPORT_LIST_LIMIT).enumerate() {
+            if i > 0 {
+                f.write_str(", ")?;
+            }
+            write!(f, "{line}")?;
+        }
+        if self.lines.len() > REPORT_LIST_LIMIT {
+            write!(f, " and {} more", self.lines.len() - REPORT_LIST_LIMIT)?;
+        }
+        Ok(())
+    }
+}
+
+/// `s` cut to `n` characters, with `...` when something was cut.
+fn clip(s: &str, n: usize) -> std::borrow::Cow<'_, str> {
+    match s.char_indices().nth(n) {
+        None => s.into(),
+        Some((cut, _)) => format!("{}...", &s[..cut]).into(),
+    }
+}
+
+/// What happened while loading one file: the caller prints it when
+/// [`LoadReport::has_warnings`] (skips and duplicates are never silent).
+///
+/// `Display` gives a summary line, then one indented line per skipped line (`file:line:
+/// reason`) and per group of duplicates, the first [`REPORT_LIST_LIMIT`] of each, then
+/// "... and M more".
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LoadReport {
     /// The file.
@@ -102,6 +165,17 @@ pub struct LoadReport {
     pub loaded: usize,
     /// Malformed lines, in file order.
     pub skipped: Vec<SkippedLine>,
+    /// Groups of loaded records that share an id or their question and answers, ordered by
+    /// their first line. Duplicates are kept in [`Dataset::examples`].
+    #[serde(default)]
+    pub duplicates: Vec<DuplicateRecords>,
+}
+
+impl LoadReport {
+    /// Whether anything deserves a warning: a skipped line or a duplicate.
+    pub fn has_warnings(&self) -> bool {
+        !self.skipped.is_empty() || !self.duplicates.is_empty()
+    }
 }
 
 impl fmt::Display for LoadReport {
@@ -112,7 +186,41 @@ impl fmt::Display for LoadReport {
             self.path.display(),
             self.loaded,
             self.skipped.len()
-        )
+        )?;
+        if !self.duplicates.is_empty() {
+            write!(
+                f,
+                ", {} group(s) of duplicate records (kept)",
+                self.duplicates.len()
+            )?;
+        }
+        for s in self.skipped.iter().take(REPORT_LIST_LIMIT) {
+            write!(
+                f,
+                "\n  {}:{}: {}",
+                s.path.display(),
+                s.line,
+                clip(&s.reason, REPORT_TEXT_CHARS)
+            )?;
+        }
+        if self.skipped.len() > REPORT_LIST_LIMIT {
+            write!(
+                f,
+                "\n  ... and {} more malformed line(s)",
+                self.skipped.len() - REPORT_LIST_LIMIT
+            )?;
+        }
+        for d in self.duplicates.iter().take(REPORT_LIST_LIMIT) {
+            write!(f, "\n  {}: {d}", self.path.display())?;
+        }
+        if self.duplicates.len() > REPORT_LIST_LIMIT {
+            write!(
+                f,
+                "\n  ... and {} more group(s) of duplicates",
+                self.duplicates.len() - REPORT_LIST_LIMIT
+            )?;
+        }
+        Ok(())
     }
 }
 
@@ -237,10 +345,49 @@ pub fn load_dpr_tsv(path: &Path) -> Result<Dataset, DataError> {
     read_dpr_tsv(open(path)?, path)
 }
 
-/// Shared line loop: blank lines are layout, not data, so they are neither loaded nor reported.
+/// Groups of examples sharing an explicit id (when `explicit_ids`: an id the file gave,
+/// not one made from the line number) or their question and answers, ordered by first line.
+fn find_duplicates(
+    examples: &[Example],
+    lines: &[usize],
+    explicit_ids: bool,
+) -> Vec<DuplicateRecords> {
+    use std::collections::HashMap;
+    let mut by_id: HashMap<&str, Vec<usize>> = HashMap::new();
+    let mut by_content: HashMap<(&str, &[String]), Vec<usize>> = HashMap::new();
+    for (e, &line) in examples.iter().zip(lines) {
+        if explicit_ids {
+            by_id.entry(e.id.as_str()).or_default().push(line);
+        }
+        by_content
+            .entry((e.question.as_str(), e.answers.as_slice()))
+            .or_default()
+            .push(line);
+    }
+    let ids = by_id.into_iter().map(|(k, l)| (DuplicateKind::Id, k, l));
+    let content = by_content
+        .into_iter()
+        .map(|((q, _), l)| (DuplicateKind::QuestionAndAnswers, q, l));
+    let mut out: Vec<DuplicateRecords> = ids
+        .chain(content)
+        .filter(|(_, _, lines)| lines.len() > 1)
+        .map(|(kind, key, lines)| DuplicateRecords {
+            kind,
+            key: key.to_owned(),
+            lines,
+        })
+        .collect();
+    out.sort_by_key(|d| (d.lines[0], d.kind == DuplicateKind::QuestionAndAnswers));
+    out
+}
+
+/// Shared line loop: blank lines are layout, not data, so they are neither loaded nor
+/// reported. A UTF-8 byte-order mark before the first line is dropped. `explicit_ids`: ids
+/// come from the records (so duplicates of them are reported), not from line numbers.
 fn read_lines<R: BufRead>(
     reader: R,
     path: &Path,
+    explicit_ids: bool,
     mut parse: impl FnMut(&str, usize, &str) -> Result<Example, String>,
 ) -> Result<Dataset, DataError> {
     let name = dataset_name(path);
@@ -249,9 +396,12 @@ fn read_lines<R: BufRead>(
         ..LoadReport::default()
     };
     let mut examples = Vec::new();
+    let mut example_lines = Vec::new();
     for (i, line) in reader.lines().enumerate() {
         let line_no = i + 1;
         let line = match line {
+            // Editors on Windows start UTF-8 files with a byte-order mark; it is not data.
+            Ok(l) if i == 0 && l.starts_with('\u{feff}') => l['\u{feff}'.len_utf8()..].to_owned(),
             Ok(l) => l,
             // Invalid UTF-8 spoils one line only; an I/O failure would repeat, so stop there.
             Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
@@ -276,7 +426,10 @@ fn read_lines<R: BufRead>(
         }
         report.lines += 1;
         match parse(line, line_no, &name) {
-            Ok(ex) => examples.push(ex),
+            Ok(ex) => {
+                examples.push(ex);
+                example_lines.push(line_no);
+            }
             Err(reason) => report.skipped.push(SkippedLine {
                 path: path.to_owned(),
                 line: line_no,
@@ -285,6 +438,7 @@ fn read_lines<R: BufRead>(
         }
     }
     report.loaded = examples.len();
+    report.duplicates = find_duplicates(&examples, &example_lines, explicit_ids);
     if examples.is_empty() {
         return Err(DataError::EmptyDataset {
             path: path.to_owned(),
@@ -308,7 +462,9 @@ pub fn read_jsonl<R: BufRead>(
     path: &Path,
     fields: &JsonlFields,
 ) -> Result<Dataset, DataError> {
-    read_lines(reader, path, |line, line_no, name| {
+    // Lines without an id get `{dataset}:{line}`, which cannot collide with a real
+    // duplicate, so checking every id is safe.
+    read_lines(reader, path, fields.id.is_some(), |line, line_no, name| {
         parse_jsonl_line(line, line_no, name, fields)
     })
 }
@@ -416,7 +572,7 @@ fn non_empty_answers(raw: Vec<String>) -> Result<Vec<String>, String> {
 /// few TriviaQA lines use, some of them quoted twice (`"""What is """"x""""?"""`): a field is
 /// unquoted as long as it is a well-formed quoted CSV field.
 pub fn read_dpr_tsv<R: BufRead>(reader: R, path: &Path) -> Result<Dataset, DataError> {
-    read_lines(reader, path, |line, line_no, name| {
+    read_lines(reader, path, false, |line, line_no, name| {
         // The answer list never holds a tab, the question occasionally might: split at the last.
         let (q, a) = line
             .rsplit_once('\t')

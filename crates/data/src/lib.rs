@@ -3,7 +3,8 @@
 //! The path from a dataset file to token batches:
 //!
 //! 1. [`load_dataset`] (or [`load_jsonl`] / [`load_dpr_tsv`]) reads [`Example`]s and a
-//!    [`LoadReport`] listing every malformed line with its file and line number.
+//!    [`LoadReport`] listing every malformed line with its file, line number and reason, and
+//!    every group of duplicate records (kept, but reported).
 //! 2. The caller retrieves the top-k chunk texts per example; [`InstanceBuilder::instances`]
 //!    turns one example and its chunks into k independent [`Instance`]s (one per chunk, or one
 //!    with the example's gold context), rendered with the RA-DIT prompt
@@ -45,7 +46,8 @@ pub use answerable::{
 pub use batch::{pack_rows, packed_batch, pad_batch, Batch};
 pub use dataset::{
     load_dataset, load_dpr_tsv, load_jsonl, parse_python_str_list, read_dpr_tsv, read_jsonl,
-    Dataset, DatasetFormat, Example, JsonlFields, LoadReport, SkippedLine,
+    Dataset, DatasetFormat, DuplicateKind, DuplicateRecords, Example, JsonlFields, LoadReport,
+    SkippedLine, REPORT_LIST_LIMIT,
 };
 pub use error::{BoxError, DataError};
 pub use instance::{

@@ -127,6 +127,122 @@ fn jsonl_with_configured_fields_and_reported_skips() {
     assert!(r.skipped[2].reason.contains("no non-empty answer"));
 }
 
+/// The report names file:line and the reason of each skipped line (the first
+/// `REPORT_LIST_LIMIT`, then a count), which is what the CLI prints.
+#[test]
+fn report_lists_skipped_lines_with_reasons() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut text = String::from("{\"question\": \"q\", \"answers\": \"a\"}\n");
+    for i in 0..13 {
+        text.push_str(&format!("bad line {i}\n"));
+    }
+    text.push_str("{\"question\": \"q2\"}\n");
+    let path = write_file(dir.path(), "many.jsonl", &text);
+    let ds = load_dataset(&path, None).unwrap();
+    assert_eq!((ds.report.loaded, ds.report.skipped.len()), (1, 14));
+    assert!(ds.report.has_warnings());
+    let shown = ds.report.to_string();
+    let lines: Vec<&str> = shown.lines().collect();
+    assert!(
+        lines[0].ends_with("many.jsonl: 1 example(s) loaded, 14 malformed line(s) skipped"),
+        "{shown}"
+    );
+    assert_eq!(lines.len(), 1 + REPORT_LIST_LIMIT + 1, "{shown}");
+    assert!(
+        lines[1].contains("many.jsonl:2: invalid JSON: expected value"),
+        "{shown}"
+    );
+    assert!(lines[10].contains("many.jsonl:11: invalid JSON"), "{shown}");
+    assert_eq!(lines[11], "  ... and 4 more malformed line(s)", "{shown}");
+    // A clean file has nothing to warn about.
+    let clean = write_file(
+        dir.path(),
+        "ok.jsonl",
+        "{\"question\": \"q\", \"answers\": \"a\"}\n",
+    );
+    let ds = load_dataset(&clean, None).unwrap();
+    assert!(!ds.report.has_warnings());
+    assert_eq!(ds.report.to_string().lines().count(), 1);
+}
+
+/// A UTF-8 byte-order mark must not cost the first example (it used to make line 1
+/// invalid JSON, and glue itself to the first TSV question).
+#[test]
+fn utf8_bom_does_not_cost_the_first_example() {
+    let dir = tempfile::tempdir().unwrap();
+    let jsonl = write_file(
+        dir.path(),
+        "bom.jsonl",
+        "\u{feff}{\"question\": \"first?\", \"answers\": [\"a\"]}\n{\"question\": \"second?\", \"answers\": \"b\"}\n",
+    );
+    let ds = load_dataset(&jsonl, None).unwrap();
+    assert_eq!(ds.len(), 2, "{}", ds.report);
+    assert!(ds.report.skipped.is_empty(), "{}", ds.report);
+    assert_eq!(ds.examples[0].question, "first?");
+    let tsv = write_file(
+        dir.path(),
+        "bom.tsv",
+        "\u{feff}who wrote hamlet\t['Shakespeare']\nsecond\t['b']\n",
+    );
+    let ds = load_dataset(&tsv, None).unwrap();
+    assert_eq!(ds.len(), 2);
+    assert_eq!(ds.examples[0].question, "who wrote hamlet");
+    // Only a leading mark is dropped: one inside the text stays.
+    let mid = write_file(dir.path(), "mid.tsv", "a\u{feff}b\t['x']\n");
+    assert_eq!(
+        load_dataset(&mid, None).unwrap().examples[0].question,
+        "a\u{feff}b"
+    );
+}
+
+/// Duplicates (same id, or same question and answers) are kept but reported with their lines.
+#[test]
+fn duplicates_are_kept_and_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_file(
+        dir.path(),
+        "dups.jsonl",
+        concat!(
+            r#"{"id": "x", "question": "Who?", "answers": ["Ann"]}"#,
+            "\n",
+            r#"{"id": "y", "question": "What?", "answers": "thing"}"#,
+            "\n",
+            r#"{"id": "x", "question": "Where?", "answers": "here"}"#,
+            "\n",
+            r#"{"question": "Who?", "answers": ["Ann"]}"#,
+            "\n",
+            r#"{"question": "Who?", "answers": ["Anne"]}"#,
+            "\n",
+        ),
+    );
+    let ds = load_dataset(&path, None).unwrap();
+    assert_eq!(ds.len(), 5, "duplicates are kept");
+    let d = &ds.report.duplicates;
+    assert_eq!(d.len(), 2, "{d:?}");
+    assert_eq!(
+        (d[0].kind, d[0].key.as_str(), d[0].lines.as_slice()),
+        (DuplicateKind::Id, "x", [1, 3].as_slice())
+    );
+    assert_eq!(
+        (d[1].kind, d[1].key.as_str(), d[1].lines.as_slice()),
+        (DuplicateKind::QuestionAndAnswers, "Who?", [1, 4].as_slice())
+    );
+    assert!(ds.report.has_warnings() && ds.report.skipped.is_empty());
+    let shown = ds.report.to_string();
+    assert!(
+        shown.contains("2 group(s) of duplicate records (kept)")
+            && shown.contains("dups.jsonl: duplicate id \"x\" on lines 1, 3")
+            && shown.contains("duplicate question and answers \"Who?\" on lines 1, 4"),
+        "{shown}"
+    );
+    // TSV ids come from line numbers: only content duplicates exist there.
+    let tsv = write_file(dir.path(), "d.tsv", "q\t['a']\nq\t['a']\nq\t['b']\n");
+    let ds = load_dataset(&tsv, None).unwrap();
+    assert_eq!(ds.len(), 3);
+    assert_eq!(ds.report.duplicates.len(), 1);
+    assert_eq!(ds.report.duplicates[0].lines, vec![1, 2]);
+}
+
 #[test]
 fn empty_dataset_is_an_error() {
     let dir = tempfile::tempdir().unwrap();

@@ -12,6 +12,74 @@ pub const LLAMA_ARCHITECTURES: &[&str] =
 /// Architectures the encoder implements.
 pub const BERT_ARCHITECTURES: &[&str] = &["BertModel", "BertForMaskedLM", "BertForPreTraining"];
 
+/// Upper bounds on model dimensions, checked when a config is read (from `config.json` or GGUF
+/// metadata) before anything is allocated from it. They are far above any released model of
+/// the supported families, so only corrupt or hostile configs hit them.
+pub mod limits {
+    /// Most decoder or encoder blocks (`num_hidden_layers`, `block_count`).
+    pub const MAX_LAYERS: usize = 4096;
+    /// Widest model (`hidden_size`, `embedding_length`).
+    pub const MAX_HIDDEN: usize = 1 << 17;
+    /// Widest feed-forward layer (`intermediate_size`, `feed_forward_length`).
+    pub const MAX_INTERMEDIATE: usize = 1 << 20;
+    /// Largest vocabulary (`vocab_size`, rows of the token embedding).
+    pub const MAX_VOCAB: usize = 1 << 24;
+    /// Most attention heads (query or key/value).
+    pub const MAX_HEADS: usize = 1 << 12;
+    /// Widest attention head (`head_dim`, `attention.key_length`).
+    pub const MAX_HEAD_DIM: usize = 1 << 14;
+    /// Longest context (`max_position_embeddings`, `context_length`).
+    pub const MAX_POSITIONS: usize = 1 << 24;
+    /// Largest token-type vocabulary of an encoder (`type_vocab_size`).
+    pub const MAX_TYPE_VOCAB: usize = 1 << 16;
+}
+
+/// Longest piece of a config value or parser message quoted in an error.
+const QUOTE_CHARS: usize = 256;
+
+/// `s` cut to [`QUOTE_CHARS`] characters for an error message (serde quotes whole
+/// offending strings, which a corrupt file can make arbitrarily long).
+fn clip(s: &str) -> String {
+    match s.char_indices().nth(QUOTE_CHARS) {
+        None => s.to_owned(),
+        Some((cut, _)) => format!("{}... ({} bytes)", &s[..cut], s.len()),
+    }
+}
+
+/// A dimension that must lie in `1..=max`; the message names the key.
+fn dim(path: &Path, key: &str, value: usize, max: usize) -> Result<()> {
+    if value == 0 || value > max {
+        return Err(ModelError::config(
+            path,
+            format!("{key} must be between 1 and {max}, got {value}"),
+        ));
+    }
+    Ok(())
+}
+
+/// A float hyper-parameter that must be finite and positive (epsilons, RoPE base and factors).
+fn positive_finite(path: &Path, key: &str, value: f64) -> Result<()> {
+    if !(value.is_finite() && value > 0.0) {
+        return Err(ModelError::config(
+            path,
+            format!("{key} must be finite and positive, got {value}"),
+        ));
+    }
+    Ok(())
+}
+
+/// `hidden_size` must split evenly into `num_attention_heads` heads.
+fn heads_divide_hidden(path: &Path, hidden: usize, heads: usize) -> Result<()> {
+    dim(path, "num_attention_heads", heads, limits::MAX_HEADS)?;
+    if !hidden.is_multiple_of(heads) {
+        return Err(ModelError::config(
+            path,
+            format!("hidden_size {hidden} is not a multiple of num_attention_heads {heads}"),
+        ));
+    }
+    Ok(())
+}
+
 /// Llama-3 style RoPE frequency scaling (`rope_scaling` with `rope_type = "llama3"`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RopeScaling {
@@ -135,7 +203,7 @@ pub enum ModelFamily {
 /// Reads a `config.json` into a JSON value, with the path in any error.
 pub fn read_config_json(path: &Path) -> Result<serde_json::Value> {
     let text = std::fs::read_to_string(path).map_err(|e| ModelError::io(path, e))?;
-    serde_json::from_str(&text).map_err(|e| ModelError::config(path, e.to_string()))
+    serde_json::from_str(&text).map_err(|e| ModelError::config(path, clip(&e.to_string())))
 }
 
 /// Decides the family of a `config.json`, or names the unsupported architecture.
@@ -161,6 +229,7 @@ pub fn model_family(path: &Path, config: &serde_json::Value) -> Result<ModelFami
         .first()
         .cloned()
         .or(model_type.map(str::to_owned))
+        .map(|a| clip(&a))
         .unwrap_or_else(|| "<none given>".into());
     Err(ModelError::UnsupportedArchitecture {
         path: path.to_path_buf(),
@@ -219,16 +288,17 @@ impl LlamaConfig {
         if model_family(path, value)? != ModelFamily::Llama {
             return Err(ModelError::UnsupportedArchitecture {
                 path: path.to_path_buf(),
-                found: value
-                    .get("model_type")
-                    .and_then(|v| v.as_str())
-                    .unwrap_or("?")
-                    .into(),
+                found: clip(
+                    value
+                        .get("model_type")
+                        .and_then(|v| v.as_str())
+                        .unwrap_or("?"),
+                ),
                 supported: LLAMA_ARCHITECTURES.join(", "),
             });
         }
         let raw: RawLlama = serde_json::from_value(value.clone())
-            .map_err(|e| ModelError::config(path, e.to_string()))?;
+            .map_err(|e| ModelError::config(path, clip(&e.to_string())))?;
         let rope_scaling = match &raw.rope_scaling {
             None | Some(serde_json::Value::Null) => None,
             Some(v) => {
@@ -253,12 +323,19 @@ impl LlamaConfig {
                     other => {
                         return Err(ModelError::config(
                             path,
-                            format!("unsupported rope_scaling type `{other}` (supported: llama3)"),
+                            format!(
+                                "unsupported rope_scaling type `{}` (supported: llama3)",
+                                clip(other)
+                            ),
                         ))
                     }
                 }
             }
         };
+        if raw.head_dim.is_none() {
+            // The per-head width comes from the division, which must then be exact.
+            heads_divide_hidden(path, raw.hidden_size, raw.num_attention_heads)?;
+        }
         let config = Self {
             vocab_size: raw.vocab_size,
             hidden_size: raw.hidden_size,
@@ -288,12 +365,44 @@ impl LlamaConfig {
         Ok(config)
     }
 
-    /// Checks the invariants the forward pass relies on.
+    /// Checks the invariants the forward pass relies on, and that every dimension is within
+    /// [`limits`], so a corrupt or hostile config fails here, naming the key, before any
+    /// allocation sized by it.
     pub fn validate(&self, path: &Path) -> Result<()> {
         let err = |m: String| Err(ModelError::config(path, m));
-        if self.num_attention_heads == 0 || self.num_key_value_heads == 0 {
-            return err("attention head counts must be positive".into());
-        }
+        dim(path, "vocab_size", self.vocab_size, limits::MAX_VOCAB)?;
+        dim(path, "hidden_size", self.hidden_size, limits::MAX_HIDDEN)?;
+        dim(
+            path,
+            "intermediate_size",
+            self.intermediate_size,
+            limits::MAX_INTERMEDIATE,
+        )?;
+        dim(
+            path,
+            "num_hidden_layers",
+            self.num_hidden_layers,
+            limits::MAX_LAYERS,
+        )?;
+        dim(
+            path,
+            "num_attention_heads",
+            self.num_attention_heads,
+            limits::MAX_HEADS,
+        )?;
+        dim(
+            path,
+            "num_key_value_heads",
+            self.num_key_value_heads,
+            limits::MAX_HEADS,
+        )?;
+        dim(path, "head_dim", self.head_dim, limits::MAX_HEAD_DIM)?;
+        dim(
+            path,
+            "max_position_embeddings",
+            self.max_position_embeddings,
+            limits::MAX_POSITIONS,
+        )?;
         if !self
             .num_attention_heads
             .is_multiple_of(self.num_key_value_heads)
@@ -303,14 +412,30 @@ impl LlamaConfig {
                 self.num_attention_heads, self.num_key_value_heads
             ));
         }
-        if self.head_dim == 0 || !self.head_dim.is_multiple_of(2) {
+        if !self.head_dim.is_multiple_of(2) {
             return err(format!(
                 "head_dim {} must be even and positive",
                 self.head_dim
             ));
         }
-        if self.vocab_size == 0 || self.hidden_size == 0 || self.num_hidden_layers == 0 {
-            return err("vocab_size, hidden_size and num_hidden_layers must be positive".into());
+        positive_finite(path, "rms_norm_eps", self.rms_norm_eps)?;
+        positive_finite(path, "rope_theta", self.rope_theta)?;
+        if let Some(s) = &self.rope_scaling {
+            positive_finite(path, "rope_scaling.factor", s.factor)?;
+            positive_finite(path, "rope_scaling.low_freq_factor", s.low_freq_factor)?;
+            positive_finite(path, "rope_scaling.high_freq_factor", s.high_freq_factor)?;
+            dim(
+                path,
+                "rope_scaling.original_max_position_embeddings",
+                s.original_max_position_embeddings,
+                limits::MAX_POSITIONS,
+            )?;
+            if s.low_freq_factor >= s.high_freq_factor {
+                return err(format!(
+                    "rope_scaling.low_freq_factor {} must be smaller than high_freq_factor {}",
+                    s.low_freq_factor, s.high_freq_factor
+                ));
+            }
         }
         Ok(())
     }
@@ -367,21 +492,22 @@ impl BertConfig {
         if model_family(path, value)? != ModelFamily::Bert {
             return Err(ModelError::UnsupportedArchitecture {
                 path: path.to_path_buf(),
-                found: value
-                    .get("model_type")
-                    .and_then(|v| v.as_str())
-                    .unwrap_or("?")
-                    .into(),
+                found: clip(
+                    value
+                        .get("model_type")
+                        .and_then(|v| v.as_str())
+                        .unwrap_or("?"),
+                ),
                 supported: BERT_ARCHITECTURES.join(", "),
             });
         }
         let raw: RawBert = serde_json::from_value(value.clone())
-            .map_err(|e| ModelError::config(path, e.to_string()))?;
+            .map_err(|e| ModelError::config(path, clip(&e.to_string())))?;
         if let Some(act) = raw.hidden_act.as_deref() {
             if act != "gelu" {
                 return Err(ModelError::config(
                     path,
-                    format!("unsupported hidden_act `{act}` (supported: gelu)"),
+                    format!("unsupported hidden_act `{}` (supported: gelu)", clip(act)),
                 ));
             }
         }
@@ -389,21 +515,14 @@ impl BertConfig {
             if kind != "absolute" {
                 return Err(ModelError::config(
                     path,
-                    format!("unsupported position_embedding_type `{kind}` (supported: absolute)"),
+                    format!(
+                        "unsupported position_embedding_type `{}` (supported: absolute)",
+                        clip(kind)
+                    ),
                 ));
             }
         }
-        if raw.num_attention_heads == 0 || !raw.hidden_size.is_multiple_of(raw.num_attention_heads)
-        {
-            return Err(ModelError::config(
-                path,
-                format!(
-                    "hidden_size {} is not a multiple of num_attention_heads {}",
-                    raw.hidden_size, raw.num_attention_heads
-                ),
-            ));
-        }
-        Ok(Self {
+        let config = Self {
             vocab_size: raw.vocab_size,
             hidden_size: raw.hidden_size,
             num_hidden_layers: raw.num_hidden_layers,
@@ -413,7 +532,48 @@ impl BertConfig {
             type_vocab_size: raw.type_vocab_size.unwrap_or(2),
             layer_norm_eps: raw.layer_norm_eps.unwrap_or(1e-12),
             pad_token_id: raw.pad_token_id.unwrap_or(0),
-        })
+        };
+        config.validate(path)?;
+        Ok(config)
+    }
+
+    /// Checks that every dimension is within [`limits`], that the heads divide the width and
+    /// that `layer_norm_eps` is finite and positive; messages name the key.
+    pub fn validate(&self, path: &Path) -> Result<()> {
+        dim(path, "vocab_size", self.vocab_size, limits::MAX_VOCAB)?;
+        dim(path, "hidden_size", self.hidden_size, limits::MAX_HIDDEN)?;
+        dim(
+            path,
+            "num_hidden_layers",
+            self.num_hidden_layers,
+            limits::MAX_LAYERS,
+        )?;
+        dim(
+            path,
+            "num_attention_heads",
+            self.num_attention_heads,
+            limits::MAX_HEADS,
+        )?;
+        dim(
+            path,
+            "intermediate_size",
+            self.intermediate_size,
+            limits::MAX_INTERMEDIATE,
+        )?;
+        dim(
+            path,
+            "max_position_embeddings",
+            self.max_position_embeddings,
+            limits::MAX_POSITIONS,
+        )?;
+        dim(
+            path,
+            "type_vocab_size",
+            self.type_vocab_size,
+            limits::MAX_TYPE_VOCAB,
+        )?;
+        heads_divide_hidden(path, self.hidden_size, self.num_attention_heads)?;
+        positive_finite(path, "layer_norm_eps", self.layer_norm_eps)
     }
 
     /// The `config.json` document transformers expects for this model.
@@ -434,5 +594,166 @@ impl BertConfig {
             "position_embedding_type": "absolute",
             "torch_dtype": "float32",
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SMOLLM2: &str = include_str!("../tests/fixtures/smollm2_config.json");
+    const MINILM: &str = include_str!("../tests/fixtures/minilm_config.json");
+
+    fn with(fixture: &str, key: &str, value: serde_json::Value) -> serde_json::Value {
+        let mut v: serde_json::Value = serde_json::from_str(fixture).expect("fixture");
+        v[key] = value;
+        v
+    }
+
+    fn llama_err(key: &str, value: serde_json::Value) -> String {
+        let path = Path::new("m/config.json");
+        match LlamaConfig::from_json(path, &with(SMOLLM2, key, value.clone())) {
+            Ok(_) => panic!("{key} = {value} was accepted"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    fn bert_err(key: &str, value: serde_json::Value) -> String {
+        let path = Path::new("m/config.json");
+        match BertConfig::from_json(path, &with(MINILM, key, value.clone())) {
+            Ok(_) => panic!("{key} = {value} was accepted"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn real_configs_parse_unchanged() {
+        let path = Path::new("config.json");
+        let l = LlamaConfig::from_json(path, &serde_json::from_str(SMOLLM2).unwrap()).unwrap();
+        assert_eq!(
+            (
+                l.vocab_size,
+                l.hidden_size,
+                l.intermediate_size,
+                l.num_hidden_layers
+            ),
+            (49152, 576, 1536, 30)
+        );
+        assert_eq!(
+            (l.num_attention_heads, l.num_key_value_heads, l.head_dim),
+            (9, 3, 64)
+        );
+        assert_eq!((l.rms_norm_eps, l.rope_theta), (1e-5, 100_000.0));
+        assert!(l.tie_word_embeddings && l.rope_scaling.is_none());
+        let b = BertConfig::from_json(path, &serde_json::from_str(MINILM).unwrap()).unwrap();
+        assert_eq!(
+            (
+                b.vocab_size,
+                b.hidden_size,
+                b.num_hidden_layers,
+                b.num_attention_heads
+            ),
+            (30522, 384, 6, 12)
+        );
+        assert_eq!(b.layer_norm_eps, 1e-12);
+    }
+
+    /// Dimensions that would size multi-terabyte allocations fail at load, naming the key.
+    #[test]
+    fn absurd_dimensions_are_rejected_by_key() {
+        let e = llama_err("num_hidden_layers", 1_000_000_000.into());
+        assert!(
+            e.contains("config.json")
+                && e.contains("num_hidden_layers must be between 1 and 4096, got 1000000000"),
+            "{e}"
+        );
+        for (key, value) in [
+            ("hidden_size", 9u64 << 17),
+            ("vocab_size", 1 << 30),
+            ("intermediate_size", 1 << 40),
+            ("num_attention_heads", 0),
+            ("num_key_value_heads", 0),
+            ("max_position_embeddings", 0),
+        ] {
+            let e = llama_err(key, value.into());
+            assert!(e.contains(&format!("{key} must be between 1 and")), "{e}");
+        }
+        // The head width comes from the division: it must be exact.
+        let e = llama_err("num_attention_heads", 7.into());
+        assert!(e.contains("not a multiple of num_attention_heads 7"), "{e}");
+        let e = bert_err("num_hidden_layers", 1_000_000_000.into());
+        assert!(e.contains("num_hidden_layers must be between 1"), "{e}");
+        let e = bert_err("vocab_size", 0.into());
+        assert!(e.contains("vocab_size must be between 1"), "{e}");
+        let e = bert_err("num_attention_heads", 0.into());
+        assert!(e.contains("num_attention_heads must be between 1"), "{e}");
+        let e = bert_err("max_position_embeddings", (1u64 << 40).into());
+        assert!(
+            e.contains("max_position_embeddings must be between 1"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn bad_float_values_are_rejected_by_key() {
+        for (key, value) in [
+            ("rope_theta", serde_json::json!(0)),
+            ("rope_theta", serde_json::json!(-10000.0)),
+            ("rms_norm_eps", serde_json::json!(0.0)),
+            ("rms_norm_eps", serde_json::json!(-1e-5)),
+        ] {
+            let e = llama_err(key, value.clone());
+            assert!(
+                e.contains(&format!("{key} must be finite and positive, got")),
+                "{key} = {value}: {e}"
+            );
+        }
+        let e = bert_err("layer_norm_eps", serde_json::json!(-1e-12));
+        assert!(
+            e.contains("layer_norm_eps must be finite and positive, got -0.000000000001"),
+            "{e}"
+        );
+        let e = bert_err("layer_norm_eps", serde_json::json!(0));
+        assert!(e.contains("layer_norm_eps must be finite"), "{e}");
+        // JSON has no NaN; a config built in code (or from GGUF metadata) can.
+        let mut c = LlamaConfig::new(16, 8, 16, 1, 2, 2);
+        c.rope_theta = f64::NAN;
+        let e = c
+            .validate(Path::new("config.json"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("config.json: invalid model config: rope_theta must be finite and positive, got NaN"),
+            "{e}"
+        );
+        c.rope_theta = 1e4;
+        c.rms_norm_eps = f64::INFINITY;
+        assert!(c.validate(Path::new("c")).is_err());
+        let scaled = with(
+            SMOLLM2,
+            "rope_scaling",
+            serde_json::json!({"rope_type": "llama3", "factor": -8.0, "low_freq_factor": 1.0,
+                "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}),
+        );
+        let e = LlamaConfig::from_json(Path::new("c"), &scaled)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("rope_scaling.factor must be finite and positive"),
+            "{e}"
+        );
+    }
+
+    /// Strings from the file are cut in messages: a corrupt file cannot make them huge.
+    #[test]
+    fn long_values_are_cut_in_messages() {
+        let long = "x".repeat(100_000);
+        let e = llama_err("hidden_size", long.clone().into());
+        assert!(e.len() < 1000, "{} bytes", e.len());
+        let mut v: serde_json::Value = serde_json::from_str(MINILM).unwrap();
+        v["architectures"] = serde_json::json!([long]);
+        v["model_type"] = serde_json::json!("nope");
+        let e = model_family(Path::new("c"), &v).unwrap_err().to_string();
+        assert!(e.len() < 1000, "{} bytes", e.len());
     }
 }

@@ -6,7 +6,7 @@ use burn::tensor::{Device, Tensor};
 
 use crate::batch::{PaddingSide, TokenBatch};
 use crate::bert::{Bert, Pooling};
-use crate::config::{read_config_json, BertConfig, LlamaConfig};
+use crate::config::{limits, read_config_json, BertConfig, LlamaConfig};
 use crate::error::{ModelError, Result};
 use crate::gguf::GgufFile;
 use crate::layers::to_host;
@@ -104,12 +104,19 @@ impl Generator {
     }
 }
 
-fn llama_config_from_gguf(path: &Path, file: &GgufFile) -> Result<LlamaConfig> {
+/// The decoder config a Llama GGUF file's metadata describes, every dimension bounded by
+/// [`limits`] and checked against the tensors the file holds before anything is allocated.
+pub(crate) fn llama_config_from_gguf(path: &Path, file: &GgufFile) -> Result<LlamaConfig> {
     let arch = file.architecture()?.to_owned();
     if arch != "llama" {
         return Err(ModelError::UnsupportedArchitecture {
             path: path.to_path_buf(),
-            found: arch,
+            // A corrupt string length can make this megabytes long.
+            found: if arch.len() > 64 {
+                crate::gguf::quote(&arch)
+            } else {
+                arch
+            },
             supported: "llama".into(),
         });
     }
@@ -121,16 +128,100 @@ fn llama_config_from_gguf(path: &Path, file: &GgufFile) -> Result<LlamaConfig> {
         ));
     }
     let key = |k: &str| format!("{arch}.{k}");
-    let u = |k: &str| file.get_u64(&key(k)).map(|v| v as usize);
+    let bad = |m: String| ModelError::config(path, m);
+    // Every dimension is bounded (and, below, checked against the tensors present) before
+    // anything is sized by it; messages name the GGUF key.
+    let dim = |k: &str, max: usize| -> Result<Option<usize>> {
+        let k = key(k);
+        if file.get(&k).is_none() {
+            return Ok(None);
+        }
+        let v = file.get_u64(&k)?;
+        match usize::try_from(v) {
+            Ok(v) if (1..=max).contains(&v) => Ok(Some(v)),
+            _ => Err(bad(format!("{k} must be between 1 and {max}, got {v}"))),
+        }
+    };
+    let required = |k: &str, max: usize| -> Result<usize> {
+        dim(k, max)?.ok_or_else(|| {
+            ModelError::from(crate::gguf::GgufError::MissingKey {
+                path: path.to_path_buf(),
+                key: key(k),
+            })
+        })
+    };
+    let float = |k: &str, default: f64| -> Result<f64> {
+        let k = key(k);
+        let v = match file.get(&k) {
+            None => return Ok(default),
+            Some(_) => file.get_f64(&k)?,
+        };
+        if !(v.is_finite() && v > 0.0) {
+            return Err(bad(format!("{k} must be finite and positive, got {v}")));
+        }
+        Ok(v)
+    };
     let embd = file
         .tensor("token_embd.weight")
         .ok_or_else(|| ModelError::MissingTensor {
             source_name: path.display().to_string(),
             tensor: "token_embd.weight".into(),
         })?;
-    let vocab_size = embd.shape.first().copied().unwrap_or(0);
-    let heads = u("attention.head_count")?;
-    let hidden = u("embedding_length")?;
+    let heads = required("attention.head_count", limits::MAX_HEADS)?;
+    let hidden = required("embedding_length", limits::MAX_HIDDEN)?;
+    let layers = required("block_count", limits::MAX_LAYERS)?;
+    let (vocab_size, embd_width) = match embd.shape.as_slice() {
+        &[vocab, width] => (vocab, width),
+        other => {
+            return Err(ModelError::ShapeMismatch {
+                source_name: path.display().to_string(),
+                tensor: "token_embd.weight".into(),
+                found: other.to_vec(),
+                expected: vec![0, hidden],
+            })
+        }
+    };
+    if embd_width != hidden {
+        return Err(ModelError::ShapeMismatch {
+            source_name: path.display().to_string(),
+            tensor: "token_embd.weight".into(),
+            found: embd.shape.clone(),
+            expected: vec![vocab_size, hidden],
+        });
+    }
+    // The last block the metadata promises must be in the file: a corrupt block_count fails
+    // here instead of sizing the model.
+    let last_block = format!("blk.{}.", layers - 1);
+    if !file.tensors.iter().any(|t| t.name.starts_with(&last_block)) {
+        let present = file
+            .tensors
+            .iter()
+            .filter_map(|t| {
+                t.name
+                    .strip_prefix("blk.")?
+                    .split('.')
+                    .next()?
+                    .parse::<usize>()
+                    .ok()
+            })
+            .max()
+            .map_or(0, |m| m + 1);
+        return Err(bad(format!(
+            "{} is {layers} but the file has tensors for {present} block(s)",
+            key("block_count")
+        )));
+    }
+    let head_dim = match dim("attention.key_length", limits::MAX_HEAD_DIM)? {
+        Some(d) => d,
+        None if hidden.is_multiple_of(heads) => hidden / heads,
+        None => {
+            return Err(bad(format!(
+                "{} {hidden} is not a multiple of {} {heads}",
+                key("embedding_length"),
+                key("attention.head_count")
+            )))
+        }
+    };
     let eos: Vec<u32> = file
         .get_u64("tokenizer.ggml.eos_token_id")
         .ok()
@@ -140,17 +231,15 @@ fn llama_config_from_gguf(path: &Path, file: &GgufFile) -> Result<LlamaConfig> {
     let config = LlamaConfig {
         vocab_size,
         hidden_size: hidden,
-        intermediate_size: u("feed_forward_length")?,
-        num_hidden_layers: u("block_count")?,
+        intermediate_size: required("feed_forward_length", limits::MAX_INTERMEDIATE)?,
+        num_hidden_layers: layers,
         num_attention_heads: heads,
-        num_key_value_heads: u("attention.head_count_kv").unwrap_or(heads),
-        head_dim: u("attention.key_length").unwrap_or(hidden / heads.max(1)),
-        rms_norm_eps: file
-            .get_f64(&key("attention.layer_norm_rms_epsilon"))
-            .unwrap_or(1e-5),
-        rope_theta: file.get_f64(&key("rope.freq_base")).unwrap_or(10_000.0),
+        num_key_value_heads: dim("attention.head_count_kv", limits::MAX_HEADS)?.unwrap_or(heads),
+        head_dim,
+        rms_norm_eps: float("attention.layer_norm_rms_epsilon", 1e-5)?,
+        rope_theta: float("rope.freq_base", 10_000.0)?,
         rope_scaling: None,
-        max_position_embeddings: u("context_length").unwrap_or(2048),
+        max_position_embeddings: dim("context_length", limits::MAX_POSITIONS)?.unwrap_or(2048),
         tie_word_embeddings: file.tensor("output.weight").is_none(),
         attention_bias: file.tensor("blk.0.attn_q.bias").is_some(),
         bos_token_id: file

@@ -7,6 +7,8 @@
 
 mod blocks;
 #[cfg(test)]
+mod mutation;
+#[cfg(test)]
 mod testutil;
 mod tokenizer;
 
@@ -29,6 +31,34 @@ const MAX_DIMS: u32 = 4;
 const MAX_ARRAY_DEPTH: usize = 16;
 /// Magic, version, tensor count and metadata count.
 const HEADER_LEN: u64 = 4 + 4 + 8 + 8;
+/// Longest metadata key: the GGUF spec caps keys at 65,535 bytes.
+const MAX_KEY_LEN: usize = u16::MAX as usize;
+/// Longest tensor name. The spec (and llama.cpp) allow 63 bytes; the bound is generous so
+/// that only corrupt lengths hit it.
+const MAX_TENSOR_NAME_LEN: usize = 1 << 12;
+/// Longest string value (chat templates run to kilobytes, tokens to bytes).
+const MAX_STRING_LEN: usize = 1 << 26;
+/// Most elements of one metadata array (the largest vocabularies and merge lists hold
+/// under a million). Each element takes 32 bytes in memory, so this also bounds what one
+/// corrupt length can allocate.
+const MAX_ARRAY_LEN: usize = 1 << 24;
+/// Most tensors in one file (real models hold thousands).
+const MAX_TENSORS: usize = 1 << 20;
+/// Most metadata entries in one file (real files hold a few dozen).
+const MAX_METADATA: usize = 1 << 20;
+/// How much of a key, tensor name or string value an error message quotes.
+const QUOTE_CHARS: usize = 64;
+
+/// A string from the file, quoted for an error message: at most [`QUOTE_CHARS`] characters,
+/// with the full length noted when it was cut, so a corrupt length never turns into a
+/// message of megabytes.
+pub(crate) fn quote(s: &str) -> String {
+    let mut chars = s.char_indices();
+    match chars.nth(QUOTE_CHARS) {
+        None => format!("{s:?}"),
+        Some((cut, _)) => format!("{:?}... ({} bytes)", &s[..cut], s.len()),
+    }
+}
 
 /// A metadata value.
 #[derive(Debug, Clone, PartialEq)]
@@ -243,7 +273,7 @@ pub enum GgufError {
         msg: String,
     },
     /// No tensor of that name.
-    #[error("GGUF file {} has no tensor named {name:?}", path.display())]
+    #[error("GGUF file {} has no tensor named {}", path.display(), quote(name))]
     MissingTensor {
         /// The file.
         path: PathBuf,
@@ -251,7 +281,7 @@ pub enum GgufError {
         name: String,
     },
     /// No metadata entry with that key.
-    #[error("GGUF file {} has no metadata key {key:?}", path.display())]
+    #[error("GGUF file {} has no metadata key {}", path.display(), quote(key))]
     MissingKey {
         /// The file.
         path: PathBuf,
@@ -259,7 +289,7 @@ pub enum GgufError {
         key: String,
     },
     /// A metadata entry has a type the caller cannot use.
-    #[error("GGUF file {}: metadata key {key:?} is {found}, expected {expected}", path.display())]
+    #[error("GGUF file {}: metadata key {} is {found}, expected {expected}", path.display(), quote(key))]
     WrongType {
         /// The file.
         path: PathBuf,
@@ -279,7 +309,7 @@ pub enum GgufError {
         msg: String,
     },
     /// An error while reading one tensor.
-    #[error("GGUF file {}, tensor {name:?}: {source}", path.display())]
+    #[error("GGUF file {}, tensor {}: {source}", path.display(), quote(name))]
     Tensor {
         /// The file.
         path: PathBuf,
@@ -346,11 +376,17 @@ impl<'a> Reader<'a> {
         Ok(u64::from_le_bytes(self.bytes()?))
     }
 
-    /// A u64 count, refused when `count * min_size` cannot fit in the rest of the file, so a
-    /// corrupt count fails here instead of driving a huge allocation.
-    fn count(&mut self, what: &str, min_size: usize) -> Result<usize, String> {
+    /// A u64 count, refused when it exceeds `max` or when `count * min_size` cannot fit in the
+    /// rest of the file, so a corrupt count fails here, naming `what`, instead of driving a
+    /// huge allocation.
+    fn count(&mut self, what: &str, min_size: usize, max: usize) -> Result<usize, String> {
         let at = self.pos;
         let n = self.u64()?;
+        if usize::try_from(n).is_ok_and(|n| n > max) {
+            return Err(format!(
+                "{what} {n} at byte {at} exceeds the limit of {max} (corrupt file?)"
+            ));
+        }
         let fits = usize::try_from(n)
             .ok()
             .filter(|&n| n.saturating_mul(min_size) <= self.remaining());
@@ -362,8 +398,9 @@ impl<'a> Reader<'a> {
         })
     }
 
-    fn string(&mut self) -> Result<String, String> {
-        let n = self.count("string length", 1)?;
+    /// A length-prefixed string of at most `max` bytes; invalid UTF-8 is replaced.
+    fn string(&mut self, what: &str, max: usize) -> Result<String, String> {
+        let n = self.count(what, 1, max)?;
         Ok(String::from_utf8_lossy(self.take(n)?).into_owned())
     }
 
@@ -378,7 +415,7 @@ impl<'a> Reader<'a> {
             6 => GgufValue::F32(f32::from_le_bytes(self.bytes()?)),
             // llama.cpp reads bools as a byte and tests it for non-zero.
             7 => GgufValue::Bool(self.u8()? != 0),
-            8 => GgufValue::String(self.string()?),
+            8 => GgufValue::String(self.string("string length", MAX_STRING_LEN)?),
             9 => {
                 if depth >= MAX_ARRAY_DEPTH {
                     return Err(format!("arrays nested deeper than {MAX_ARRAY_DEPTH}"));
@@ -386,7 +423,7 @@ impl<'a> Reader<'a> {
                 let elem_ty = self.u32()?;
                 let min_size = min_value_size(elem_ty)
                     .ok_or_else(|| format!("array of unknown value type {elem_ty}"))?;
-                let n = self.count("array length", min_size)?;
+                let n = self.count("array length", min_size, MAX_ARRAY_LEN)?;
                 let mut items = Vec::with_capacity(n);
                 for _ in 0..n {
                     items.push(self.value(elem_ty, depth + 1)?);
@@ -444,21 +481,22 @@ fn parse(buf: &[u8]) -> Result<Parsed, String> {
     }
     // A tensor info is at least a name length, n_dims, one type and one offset; a metadata
     // entry at least a key length, a type and one byte.
-    let n_tensors = r.count("tensor count", 8 + 4 + 4 + 8)?;
-    let n_kv = r.count("metadata count", 8 + 4 + 1)?;
+    let n_tensors = r.count("tensor count", 8 + 4 + 4 + 8, MAX_TENSORS)?;
+    let n_kv = r.count("metadata count", 8 + 4 + 1, MAX_METADATA)?;
 
     let mut metadata = BTreeMap::new();
     for i in 0..n_kv {
         let key = r
-            .string()
+            .string("key length", MAX_KEY_LEN)
             .map_err(|e| format!("metadata entry {i}: key: {e}"))?;
         let value = r
             .u32()
             .and_then(|ty| r.value(ty, 0))
-            .map_err(|e| format!("metadata key {key:?}: {e}"))?;
-        if metadata.insert(key.clone(), value).is_some() {
-            return Err(format!("duplicate metadata key {key:?}"));
+            .map_err(|e| format!("metadata key {}: {e}", quote(&key)))?;
+        if metadata.contains_key(&key) {
+            return Err(format!("duplicate metadata key {}", quote(&key)));
         }
+        metadata.insert(key, value);
     }
 
     let alignment = match metadata.get("general.alignment") {
@@ -466,7 +504,7 @@ fn parse(buf: &[u8]) -> Result<Parsed, String> {
         Some(v) => v
             .as_u64()
             .filter(|a| a.is_power_of_two())
-            .ok_or_else(|| format!("general.alignment {v:?} is not a power of two"))?,
+            .ok_or_else(|| format!("general.alignment {v} is not a power of two"))?,
     };
     let alignment = usize::try_from(alignment)
         .map_err(|_| format!("general.alignment {alignment} is too large"))?;
@@ -474,7 +512,7 @@ fn parse(buf: &[u8]) -> Result<Parsed, String> {
     let mut raw = Vec::with_capacity(n_tensors);
     for i in 0..n_tensors {
         let name = r
-            .string()
+            .string("name length", MAX_TENSOR_NAME_LEN)
             .map_err(|e| format!("tensor info {i}: name: {e}"))?;
         let info = (|| {
             let n_dims = r.u32()?;
@@ -488,7 +526,7 @@ fn parse(buf: &[u8]) -> Result<Parsed, String> {
                 .collect::<Result<Vec<_>, _>>()?;
             Ok((dims, r.u32()?, r.u64()?))
         })()
-        .map_err(|e: String| format!("tensor info {i} ({name:?}): {e}"))?;
+        .map_err(|e: String| format!("tensor info {i} ({}): {e}", quote(&name)))?;
         raw.push((name, info));
     }
 
@@ -506,16 +544,16 @@ fn parse(buf: &[u8]) -> Result<Parsed, String> {
         let end = start.and_then(|s| s.checked_add(info.n_bytes));
         if info.n_bytes > 0 && end.is_none_or(|end| end > buf.len()) {
             return Err(format!(
-                "tensor {:?} ({} bytes at data offset {}) extends past the end of the file \
+                "tensor {} ({} bytes at data offset {}) extends past the end of the file \
                  ({} bytes, data section at {data_offset}): the file is truncated",
-                info.name,
+                quote(&info.name),
                 info.n_bytes,
                 info.offset,
                 buf.len()
             ));
         }
         if !seen.insert(info.name.clone()) {
-            return Err(format!("duplicate tensor name {:?}", info.name));
+            return Err(format!("duplicate tensor name {}", quote(&info.name)));
         }
         tensors.push(info);
     }
@@ -537,10 +575,11 @@ fn tensor_info(
     let ggml_type = GgmlType::from_id(type_id);
     let (Some(block), Some(type_size)) = (ggml_type.block_size(), ggml_type.type_size()) else {
         return Err(format!(
-            "tensor {name:?} has unknown ggml type id {type_id}"
+            "tensor {} has unknown ggml type id {type_id}",
+            quote(&name)
         ));
     };
-    let overflow = || format!("tensor {name:?}: dimensions {dims:?} overflow");
+    let overflow = || format!("tensor {}: dimensions {dims:?} overflow", quote(&name));
     let mut n_elements: u64 = 1;
     for &d in dims {
         n_elements = n_elements.checked_mul(d).ok_or_else(overflow)?;
@@ -548,7 +587,8 @@ fn tensor_info(
     let row = dims.first().copied().unwrap_or(1);
     if !row.is_multiple_of(block as u64) {
         return Err(format!(
-            "tensor {name:?}: row length {row} is not a multiple of the {ggml_type} block size {block}"
+            "tensor {}: row length {row} is not a multiple of the {ggml_type} block size {block}",
+            quote(&name)
         ));
     }
     let n_bytes = (n_elements / block as u64)
@@ -562,7 +602,8 @@ fn tensor_info(
         .collect::<Result<Vec<_>, _>>()?;
     if !offset.is_multiple_of(alignment as u64) {
         return Err(format!(
-            "tensor {name:?}: data offset {offset} is not a multiple of the alignment {alignment}"
+            "tensor {}: data offset {offset} is not a multiple of the alignment {alignment}",
+            quote(&name)
         ));
     }
     Ok(GgufTensorInfo {
@@ -677,7 +718,7 @@ impl GgufFile {
             .and_then(|start| self.mmap.get(start..start.checked_add(info.n_bytes)?))
             .ok_or_else(|| GgufError::Format {
                 path: self.path.clone(),
-                msg: format!("tensor {:?} lies outside the file", info.name),
+                msg: format!("tensor {} lies outside the file", quote(&info.name)),
             })
     }
 
@@ -935,7 +976,7 @@ mod tests {
         assert!(patched(8, &u64::MAX.to_le_bytes()).contains("tensor count"));
         assert!(patched(16, &u64::MAX.to_le_bytes()).contains("metadata count"));
         // Key length, then the value type of key "k".
-        assert!(patched(24, &u64::MAX.to_le_bytes()).contains("string length"));
+        assert!(patched(24, &u64::MAX.to_le_bytes()).contains("key length"));
         assert!(patched(24 + 8 + 1, &99u32.to_le_bytes()).contains("unknown value type 99"));
         let kv_end = 24 + 8 + 1 + 4 + 4;
         // Tensor "a.f32": name, n_dims, dims, type, offset.
@@ -990,6 +1031,162 @@ mod tests {
             .err()
             .unwrap_or_default()
             .contains("power of two"));
+    }
+
+    /// A huge key or name length that still fits in the file must not put the bytes into
+    /// the message (a flipped file once printed 226 MB): limits name the field, and
+    /// embedded strings are cut.
+    #[test]
+    fn gguf_long_strings_are_bounded_and_cut_in_messages() {
+        let header = |n_tensors: u64, n_kv: u64| {
+            let mut b = b"GGUF".to_vec();
+            b.extend(3u32.to_le_bytes());
+            b.extend(n_tensors.to_le_bytes());
+            b.extend(n_kv.to_le_bytes());
+            b
+        };
+        // A key of 1 MB, then an unknown value type: the error quotes the key.
+        let mut b = header(0, 1);
+        b.extend(((1u64 << 20) - 8).to_le_bytes());
+        b.extend(vec![b'A'; (1 << 20) - 8]);
+        b.extend(99u32.to_le_bytes());
+        let msg = parse(&b).err().unwrap_or_default();
+        assert!(
+            msg.contains("key length") && msg.contains("exceeds the limit of 65535"),
+            "{}",
+            &msg[..msg.len().min(300)]
+        );
+        assert!(msg.len() < 200, "{} bytes", msg.len());
+        // Under the key limit: the key is quoted, cut to 64 characters.
+        let mut b = header(0, 1);
+        put_str(&mut b, &"K".repeat(60_000));
+        b.extend(99u32.to_le_bytes());
+        let msg = parse(&b).err().unwrap_or_default();
+        assert!(
+            msg.contains("unknown value type 99") && msg.contains("(60000 bytes)"),
+            "{}",
+            &msg[..msg.len().min(300)]
+        );
+        assert!(msg.len() < 300, "{} bytes", msg.len());
+        // A tensor name of 1 MB.
+        let mut b = header(1, 0);
+        b.extend((1u64 << 20).to_le_bytes());
+        b.extend(vec![b'n'; 1 << 20]);
+        b.extend([0u8; 64]);
+        let msg = parse(&b).err().unwrap_or_default();
+        assert!(
+            msg.contains("tensor info 0: name: name length 1048576"),
+            "{}",
+            &msg[..msg.len().min(300)]
+        );
+        assert!(msg.len() < 200, "{} bytes", msg.len());
+        // A long tensor name under the limit, with an unknown type: quoted and cut.
+        let mut b = header(1, 0);
+        put_str(&mut b, &"t".repeat(4000));
+        b.extend(1u32.to_le_bytes());
+        b.extend(4u64.to_le_bytes());
+        b.extend(5u32.to_le_bytes());
+        b.extend(0u64.to_le_bytes());
+        let msg = parse(&b).err().unwrap_or_default();
+        assert!(
+            msg.contains("unknown ggml type id 5"),
+            "{}",
+            &msg[..msg.len().min(300)]
+        );
+        assert!(msg.len() < 300, "{} bytes", msg.len());
+        // Counts past the sane limits fail even when the file could hold them.
+        let b = header(0, (1 << 20) + 1);
+        assert!(parse(&b)
+            .err()
+            .unwrap_or_default()
+            .contains("metadata count"));
+        let mut b = header(0, 1);
+        put_str(&mut b, "a");
+        b.extend(9u32.to_le_bytes());
+        b.extend(0u32.to_le_bytes());
+        b.extend(((1u64 << 24) + 1).to_le_bytes());
+        b.extend(vec![0u8; (1 << 24) + 1]);
+        let msg = parse(&b).err().unwrap_or_default();
+        assert!(
+            msg.contains("array length 16777217") && msg.contains("limit"),
+            "{msg}"
+        );
+        assert_eq!(quote("short"), "\"short\"");
+        assert_eq!(
+            quote(&"é".repeat(100)),
+            format!("{:?}... (200 bytes)", "é".repeat(64))
+        );
+    }
+
+    /// A Llama GGUF's dimensions are bounded and checked against the tensors present before
+    /// anything is sized by them (`llama.block_count = 2^31` used to abort the process).
+    #[test]
+    fn gguf_llama_dimensions_are_validated() {
+        use super::testutil::{tiny_llama_gguf, tiny_llama_gguf_with};
+        use crate::loader::llama_config_from_gguf;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config_err = |overrides: &[(&'static str, GgufValue)]| {
+            let (bytes, _) = tiny_llama_gguf_with(overrides);
+            let path = write_temp(&dir, "llama.gguf", &bytes);
+            let f = GgufFile::open(&path).expect("open");
+            match llama_config_from_gguf(&path, &f) {
+                Ok(c) => panic!("{overrides:?} accepted: {c:?}"),
+                Err(e) => e.to_string(),
+            }
+        };
+        let (bytes, _) = tiny_llama_gguf();
+        let path = write_temp(&dir, "good.gguf", &bytes);
+        let f = GgufFile::open(&path).expect("open");
+        let c = llama_config_from_gguf(&path, &f).expect("valid file");
+        assert_eq!(
+            (c.vocab_size, c.hidden_size, c.num_hidden_layers, c.head_dim),
+            (11, 32, 2, 8)
+        );
+
+        let e = config_err(&[("llama.block_count", V::U32(1 << 31))]);
+        assert!(
+            e.contains("llama.block_count must be between 1 and 4096, got 2147483648"),
+            "{e}"
+        );
+        let e = config_err(&[("llama.block_count", V::U32(3))]);
+        assert!(
+            e.contains("llama.block_count is 3 but the file has tensors for 2 block(s)"),
+            "{e}"
+        );
+        let e = config_err(&[("llama.embedding_length", V::U64(1 << 40))]);
+        assert!(e.contains("llama.embedding_length must be between"), "{e}");
+        let e = config_err(&[("llama.embedding_length", V::U32(64))]);
+        assert!(
+            e.contains("token_embd.weight") && e.contains("[11, 64]"),
+            "{e}"
+        );
+        let e = config_err(&[("llama.attention.head_count", V::U32(0))]);
+        assert!(
+            e.contains("llama.attention.head_count must be between"),
+            "{e}"
+        );
+        let e = config_err(&[("llama.attention.head_count", V::U32(5))]);
+        assert!(
+            e.contains("not a multiple of llama.attention.head_count 5"),
+            "{e}"
+        );
+        let e = config_err(&[("llama.feed_forward_length", V::U64(u64::MAX))]);
+        assert!(
+            e.contains("llama.feed_forward_length must be between"),
+            "{e}"
+        );
+        let e = config_err(&[("llama.rope.freq_base", V::F32(f32::NAN))]);
+        assert!(
+            e.contains("llama.rope.freq_base must be finite and positive, got NaN"),
+            "{e}"
+        );
+        let e = config_err(&[("llama.attention.layer_norm_rms_epsilon", V::F32(-1e-5))]);
+        assert!(
+            e.contains("llama.attention.layer_norm_rms_epsilon must be finite and positive"),
+            "{e}"
+        );
+        let e = config_err(&[("llama.attention.head_count_kv", V::U32(3))]);
+        assert!(e.contains("not a multiple of num_key_value_heads 3"), "{e}");
     }
 
     /// Random byte corruption anywhere in a file: any outcome but a panic is fine.

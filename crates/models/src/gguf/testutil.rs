@@ -220,3 +220,99 @@ pub(super) fn smollm2_gguf() -> Option<PathBuf> {
         None
     }
 }
+
+// ---- a tiny but complete Llama GGUF, for the loader checks and the mutation test ----
+
+/// A two-block Llama GGUF (hidden 32, 4 query and 2 key/value heads, feed-forward 64) with
+/// the tiny BPE vocabulary: F32 norms, Q8_0 embedding and projections, so every part of the
+/// reader, the config and the tokenizer is reached. Returns the bytes and where the data
+/// section starts.
+pub(crate) fn tiny_llama_gguf() -> (Vec<u8>, usize) {
+    tiny_llama_gguf_with(&[])
+}
+
+/// [`tiny_llama_gguf`] with some metadata entries replaced (or added).
+pub(crate) fn tiny_llama_gguf_with(overrides: &[(&'static str, GgufValue)]) -> (Vec<u8>, usize) {
+    let (hidden, ffn, kv_out, vocab) = (32u64, 64u64, 16u64, 11u64);
+    let mut kv = vec![
+        ("general.architecture", V::String("llama".into())),
+        ("llama.block_count", V::U32(2)),
+        ("llama.embedding_length", V::U32(hidden as u32)),
+        ("llama.feed_forward_length", V::U32(ffn as u32)),
+        ("llama.attention.head_count", V::U32(4)),
+        ("llama.attention.head_count_kv", V::U32(2)),
+        ("llama.context_length", V::U32(64)),
+        ("llama.rope.freq_base", V::F32(10_000.0)),
+        ("llama.attention.layer_norm_rms_epsilon", V::F32(1e-5)),
+    ];
+    kv.extend(tiny_bpe_metadata());
+    for (key, value) in overrides {
+        match kv.iter_mut().find(|(k, _)| k == key) {
+            Some(entry) => entry.1 = value.clone(),
+            None => kv.push((key, value.clone())),
+        }
+    }
+    let f32_tensor = |name: &'static str, n: u64| TestTensor {
+        name,
+        dims: vec![n],
+        ty: 0,
+        data: (0..n)
+            .flat_map(|i| (1.0 + i as f32 / 64.0).to_le_bytes())
+            .collect(),
+    };
+    // Q8_0 rows of `cols` (a multiple of 32) elements: scale 1/64, quants cycling.
+    let q8_tensor = |name: &'static str, cols: u64, rows: u64| {
+        let mut data = Vec::new();
+        for r in 0..rows * cols / 32 {
+            data.extend(f16_bytes(1.0 / 64.0));
+            data.extend((0..32).map(|i| ((i + r as i32) % 17 - 8) as i8 as u8));
+        }
+        TestTensor {
+            name,
+            dims: vec![cols, rows],
+            ty: 8,
+            data,
+        }
+    };
+    let mut tensors = vec![
+        q8_tensor("token_embd.weight", hidden, vocab),
+        f32_tensor("output_norm.weight", hidden),
+    ];
+    for (norm, q, k, v, o, ffn_norm, gate, up, down) in [
+        (
+            "blk.0.attn_norm.weight",
+            "blk.0.attn_q.weight",
+            "blk.0.attn_k.weight",
+            "blk.0.attn_v.weight",
+            "blk.0.attn_output.weight",
+            "blk.0.ffn_norm.weight",
+            "blk.0.ffn_gate.weight",
+            "blk.0.ffn_up.weight",
+            "blk.0.ffn_down.weight",
+        ),
+        (
+            "blk.1.attn_norm.weight",
+            "blk.1.attn_q.weight",
+            "blk.1.attn_k.weight",
+            "blk.1.attn_v.weight",
+            "blk.1.attn_output.weight",
+            "blk.1.ffn_norm.weight",
+            "blk.1.ffn_gate.weight",
+            "blk.1.ffn_up.weight",
+            "blk.1.ffn_down.weight",
+        ),
+    ] {
+        tensors.extend([
+            f32_tensor(norm, hidden),
+            q8_tensor(q, hidden, hidden),
+            q8_tensor(k, hidden, kv_out),
+            q8_tensor(v, hidden, kv_out),
+            q8_tensor(o, hidden, hidden),
+            f32_tensor(ffn_norm, hidden),
+            q8_tensor(gate, hidden, ffn),
+            q8_tensor(up, hidden, ffn),
+            q8_tensor(down, ffn, hidden),
+        ]);
+    }
+    build_gguf(&kv, &tensors, 32)
+}

@@ -8,7 +8,7 @@ use std::str::FromStr;
 
 use serde_json::{json, Map, Value};
 
-use super::{GgufError, GgufFile, GgufValue};
+use super::{quote, GgufError, GgufFile, GgufValue};
 
 /// The special token ids named in `tokenizer.ggml.*_token_id`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -66,11 +66,23 @@ impl GgufFile {
         let model = self.get_str("tokenizer.ggml.model")?;
         if model != "gpt2" && model != "llama" {
             return Err(self.tokenizer_error(format!(
-                "tokenizer model {model:?} is not supported (only \"gpt2\", byte-level BPE, \
-                 and \"llama\", SentencePiece BPE)"
+                "tokenizer model {} is not supported (only \"gpt2\", byte-level BPE, \
+                 and \"llama\", SentencePiece BPE)",
+                quote(model)
             )));
         }
         let tokens = self.get_str_array("tokenizer.ggml.tokens")?;
+        // Rebuilding merges looks up every split of every token, quadratic in its length.
+        if let Some((i, t)) = tokens
+            .iter()
+            .enumerate()
+            .find(|(_, t)| t.len() > MAX_TOKEN_LEN)
+        {
+            return Err(self.tokenizer_error(format!(
+                "tokenizer.ggml.tokens: token {i} is {} bytes long (at most {MAX_TOKEN_LEN})",
+                t.len()
+            )));
+        }
         let ids = vocab_ids(&tokens);
         let types = self.token_types(tokens.len())?;
         let added = added_tokens(&tokens, &types);
@@ -181,8 +193,12 @@ impl GgufFile {
     /// The tokenizer from [`GgufFile::tokenizer_json`], ready to use.
     pub fn tokenizer(&self) -> Result<tokenizers::Tokenizer, GgufError> {
         let doc = self.tokenizer_json()?.to_string();
-        tokenizers::Tokenizer::from_str(&doc)
-            .map_err(|e| self.tokenizer_error(format!("tokenizers rejected the document: {e}")))
+        tokenizers::Tokenizer::from_str(&doc).map_err(|e| {
+            let msg = e.to_string();
+            let cut: String = msg.chars().take(MAX_QUOTED_ERROR).collect();
+            let more = if cut.len() < msg.len() { "..." } else { "" };
+            self.tokenizer_error(format!("tokenizers rejected the document: {cut}{more}"))
+        })
     }
 
     /// `tokenizer.ggml.token_type`, or all "normal" when absent.
@@ -226,14 +242,17 @@ impl GgufFile {
                 .map(|at| first + at);
             let pair = split.and_then(|at| Some((merge.get(..at)?, merge.get(at + 1..)?)));
             let Some((a, b)) = pair else {
-                return Err(self.tokenizer_error(format!("merge {i} {merge:?} is not two tokens")));
+                return Err(
+                    self.tokenizer_error(format!("merge {i} {} is not two tokens", quote(merge)))
+                );
             };
             if !ids.contains_key(a)
                 || !ids.contains_key(b)
                 || !ids.contains_key(&*format!("{a}{b}"))
             {
                 return Err(self.tokenizer_error(format!(
-                    "merge {i} {merge:?} uses or makes a token missing from the vocabulary"
+                    "merge {i} {} uses or makes a token missing from the vocabulary",
+                    quote(merge)
                 )));
             }
             out.push(json!([a, b]));
@@ -331,6 +350,13 @@ impl GgufFile {
         })))
     }
 }
+
+/// Longest token accepted in `tokenizer.ggml.tokens` (real vocabularies stay under a few
+/// hundred bytes).
+const MAX_TOKEN_LEN: usize = 1 << 16;
+
+/// Longest message of `tokenizers` quoted in an error (it may quote tokens).
+const MAX_QUOTED_ERROR: usize = 512;
 
 /// llama.cpp's `llama_token_type` values that matter here.
 const TOKEN_NORMAL: i64 = 1;
