@@ -333,7 +333,7 @@ fn format_for(path: &Path) -> Option<DatasetFormat> {
 /// most `limit` examples (0: all).
 pub fn load_examples(path: &Path, limit: usize) -> Result<Vec<Example>> {
     let dataset = load_dataset(path, format_for(path).as_ref())?;
-    if !dataset.report.skipped.is_empty() {
+    if dataset.report.has_warnings() {
         tracing::warn!("{}", dataset.report);
     }
     let mut examples = dataset.examples;
