@@ -43,7 +43,7 @@ common=(--set "docstore.index=\"$INDEX\"" --set "data.train=\"$OUT/data/train.js
   --set 'stages.order=["r_ft"]'
 # LM-ft only: the first stage of the run above, without its R-ft.
 mkdir -p "$OUT/lm_ft_only"
-cp "$OUT/both/recipe.toml" "$OUT/lm_ft_only/recipe.toml"
+"$RADIT" recipe show "$OUT/both/recipe.toml" --set 'stages.order=["lm_ft"]' > "$OUT/lm_ft_only/recipe.toml"
 ln -sfn "$(cd "$OUT/both" && pwd)/lm_ft" "$OUT/lm_ft_only/lm_ft"
 
 evaluate() { # label run mode [extra...]

@@ -1570,7 +1570,7 @@ fn recipes_are_discoverable_and_validated_all_at_once() {
     );
     // Defaults are filled in and the override applied.
     assert!(
-        shown.contains("search = \"exact\"") && shown.contains("lr = 3e-5"),
+        shown.contains("search = \"exact\"") && shown.contains("lr = 0.00003"),
         "{shown}"
     );
 
