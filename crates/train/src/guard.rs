@@ -203,13 +203,10 @@ impl DivergenceConfig {
         streaks.high_loss = if high { streaks.high_loss + 1 } else { 0 };
         let rule = if self.zero_grad && streaks.zero_grad >= self.patience {
             Some(Stall::ZeroGradient)
-        } else if let Some(factor) = self
-            .loss_factor
-            .filter(|_| streaks.high_loss >= self.patience)
-        {
-            Some(Stall::HighLoss { factor, first_loss })
         } else {
-            None
+            self.loss_factor
+                .filter(|_| streaks.high_loss >= self.patience)
+                .map(|factor| Stall::HighLoss { factor, first_loss })
         };
         match rule {
             Some(rule) => Err(DivergenceError {
