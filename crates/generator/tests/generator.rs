@@ -171,6 +171,7 @@ mod trainer {
             eval_every: None,
             best_metric: BestMetric::default(),
             early_stopping_patience: None,
+            divergence: Default::default(),
         }
     }
 
@@ -357,13 +358,11 @@ mod trainer {
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .filter(|n| n.starts_with("step-"))
             .collect();
-        assert!(
-            kept.contains(&"step-00000002".to_string()),
-            "best checkpoint pruned: {kept:?}"
-        );
-        assert!(
-            kept.contains(&"step-00000004".to_string()),
-            "newest checkpoint pruned: {kept:?}"
-        );
+        // keep_last = 1: the newest step directory, and the best in checkpoints/best.
+        assert_eq!(kept, vec!["step-00000004".to_string()]);
+        let best_dir = dir.path().join("checkpoints/best");
+        assert_eq!(state.best_checkpoint.as_deref(), Some(best_dir.as_path()));
+        let best = radit_train::checkpoint::Checkpoint::open(&best_dir).unwrap();
+        assert_eq!(best.step(), 2);
     }
 }

@@ -1,11 +1,18 @@
-//! Atomic, checksummed checkpoint directories with keep-last-N plus best-by-metric
-//! retention.
+//! Atomic, checksummed checkpoint directories with keep-last-N retention and a separate
+//! copy of the best checkpoint.
 //!
 //! Layout: `RUN_DIR/checkpoints/step-00001200/{manifest.json, <files>}`. A checkpoint is
 //! written under `checkpoints/.tmp-…`, every file and the directory fsync'd, then renamed
 //! into place and the parent fsync'd: a crash leaves either no checkpoint or a complete one,
 //! plus perhaps a temporary directory that the next save or [`CheckpointManager::latest_valid`]
 //! removes. One process writes a run directory at a time.
+//!
+//! The best checkpoint by a metric lives in `RUN_DIR/checkpoints/best/`, a copy (hard links
+//! where the filesystem allows, so no extra space) of its step directory with the same
+//! manifest, so keep-last-N retention of the `step-…` directories never touches it. It is
+//! replaced atomically ([`radit_util::fs::replace_dir`]) and verifies like any checkpoint
+//! ([`Checkpoint::open`]); [`CheckpointManager::latest_valid`] never picks it, so a resume
+//! continues from the newest step.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File};
@@ -24,6 +31,10 @@ pub const FORMAT_VERSION: u32 = 1;
 const FORMAT_NAME: &str = "radit-checkpoint";
 const DIR_PREFIX: &str = "step-";
 const TMP_PREFIX: &str = ".tmp-";
+/// Name of the best checkpoint's directory inside `checkpoints/`.
+pub const BEST_DIR_NAME: &str = "best";
+/// Where [`radit_util::fs::replace_dir`] moves the previous `best/` aside.
+const OLD_BEST_PREFIX: &str = ".best.old-";
 
 /// What can go wrong writing, listing, verifying or reading checkpoints.
 #[derive(Debug, thiserror::Error)]
@@ -158,6 +169,25 @@ impl Default for BestMetric {
     }
 }
 
+impl BestMetric {
+    /// Whether `candidate` is a new best over `current`: it must be finite and strictly
+    /// better, so on a tie the earlier checkpoint stays the best. The trainer (for early
+    /// stopping and `checkpoints/best`) and [`CheckpointManager`] both decide with this.
+    pub fn improves(&self, candidate: f64, current: Option<f64>) -> bool {
+        if !candidate.is_finite() {
+            return false;
+        }
+        match current {
+            None => true,
+            Some(c) if !c.is_finite() => true,
+            Some(c) => match self.mode {
+                MetricMode::Max => candidate > c,
+                MetricMode::Min => candidate < c,
+            },
+        }
+    }
+}
+
 /// The table form of [`BestMetric`]; a separate type so its own derive reports unknown or
 /// missing keys with serde's usual messages (which the recipe loader turns into key paths).
 #[derive(Deserialize)]
@@ -209,9 +239,12 @@ impl<'de> Deserialize<'de> for BestMetric {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Retention {
-    /// How many of the newest checkpoints to keep (at least 1 is always kept).
+    /// How many of the newest `step-…` checkpoints to keep (at least 1 is always kept).
     pub keep_last: usize,
-    /// Additionally keep the best checkpoint by this metric.
+    /// Additionally keep the best checkpoint by this metric in `checkpoints/best/`: each
+    /// [`CheckpointManager::save`] whose metrics [improve](BestMetric::improves) on it
+    /// replaces it. Without it, `best/` changes only through
+    /// [`CheckpointManager::promote_best`] (how the trainer keeps it).
     #[serde(default)]
     pub best: Option<BestMetric>,
 }
@@ -382,6 +415,8 @@ pub struct Saved {
     pub dir: PathBuf,
     /// Old checkpoints removed by retention.
     pub pruned: Vec<PathBuf>,
+    /// `checkpoints/best`, when [`Retention::best`] made this checkpoint the new best.
+    pub best: Option<PathBuf>,
     /// Non-fatal problems (a stale directory that could not be removed); the checkpoint
     /// itself is complete. Training should report these and go on.
     pub warnings: Vec<String>,
@@ -427,6 +462,8 @@ impl CheckpointManager {
         validate_names(files)?;
         fs::create_dir_all(&self.root).map_err(io_err("cannot create", &self.root))?;
         let mut warnings = self.clean_temp();
+        // Before this save: with the new checkpoint listed it would compete with itself.
+        let current_best = self.best()?;
 
         let now = SystemTime::now();
         let tmp = self.root.join(format!(
@@ -454,13 +491,97 @@ impl CheckpointManager {
         fs::rename(&tmp, &dir).map_err(io_err("cannot rename into place", &tmp))?;
         sync_dir(&self.root)?;
 
+        let best = self.auto_promote(step, metrics, current_best)?;
         let (pruned, prune_warnings) = self.prune(&dir);
         warnings.extend(prune_warnings);
         Ok(Saved {
             dir,
             pruned,
+            best,
             warnings,
         })
+    }
+
+    /// With [`Retention::best`]: makes the checkpoint of `step` the best if its metric
+    /// improves on the current best. A run directory of an earlier version has no `best/`
+    /// but kept its best `step-…` directory through retention: that one is copied to
+    /// `best/` first (before retention could remove it), unless the new one beats it.
+    fn auto_promote(
+        &mut self,
+        step: u64,
+        metrics: &BTreeMap<String, f64>,
+        current: Option<(u64, f64, PathBuf)>,
+    ) -> Result<Option<PathBuf>, CheckpointError> {
+        let Some(metric) = self.retention.best.clone() else {
+            return Ok(None);
+        };
+        let candidate = metrics.get(&metric.name).copied();
+        if let Some(v) = candidate {
+            if metric.improves(v, current.as_ref().map(|c| c.1)) {
+                return self.promote_best(step).map(Some);
+            }
+        }
+        match current {
+            Some((legacy, _, dir)) if dir != self.best_dir() && legacy != step => {
+                self.promote_best(legacy)?;
+                Ok(None)
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// `checkpoints/best`, the directory of the best checkpoint (it may not exist yet).
+    pub fn best_dir(&self) -> PathBuf {
+        self.root.join(BEST_DIR_NAME)
+    }
+
+    /// Makes the committed checkpoint of `step` the best: copies it to `checkpoints/best/`
+    /// (hard links where possible, else copies; files fsync'd), replacing the previous best
+    /// atomically. Returns `checkpoints/best`.
+    pub fn promote_best(&mut self, step: u64) -> Result<PathBuf, CheckpointError> {
+        let src = self.dir_for(step);
+        let manifest = read_manifest(&src)?;
+        let staged = self.root.join(format!(
+            "{TMP_PREFIX}{BEST_DIR_NAME}-{step:08}-{}-{}",
+            std::process::id(),
+            unix_millis(SystemTime::now())
+        ));
+        let staged_result = (|| {
+            fs::create_dir(&staged).map_err(io_err("cannot create", &staged))?;
+            let names = manifest
+                .files
+                .iter()
+                .map(|f| f.name.as_str())
+                .chain([MANIFEST_NAME]);
+            for name in names {
+                let from = src.join(name);
+                let to = staged.join(name);
+                if let Some(parent) = to.parent() {
+                    fs::create_dir_all(parent).map_err(io_err("cannot create", parent))?;
+                }
+                if fs::hard_link(&from, &to).is_err() {
+                    fs::copy(&from, &to).map_err(io_err("cannot copy", &from))?;
+                }
+            }
+            radit_util::fs::sync_tree(&staged)
+                .map_err(|e| io_err("cannot fsync", &staged)(e.source))
+        })();
+        let best = self.best_dir();
+        let result = staged_result.and_then(|()| {
+            radit_util::fs::replace_dir(&staged, &best)
+                .map_err(|e| io_err("cannot replace", &best)(e.source))
+        });
+        if result.is_err() {
+            let _ = fs::remove_dir_all(&staged);
+        }
+        result.map(|()| best)
+    }
+
+    /// The step of the checkpoint in `checkpoints/best/`, if there is one with a readable
+    /// manifest (not verified).
+    pub fn best_step(&self) -> Option<u64> {
+        self.recover_best();
+        read_manifest(&self.best_dir()).ok().map(|m| m.step)
     }
 
     /// Committed checkpoint directories (`step-NNNNNNNN`), oldest first. Does not verify them.
@@ -514,15 +635,39 @@ impl CheckpointManager {
         })
     }
 
-    /// Removes temporary directories left by interrupted saves; returns what it could not
-    /// remove.
+    /// A crash between the two renames of [`radit_util::fs::replace_dir`] leaves the previous
+    /// best beside a missing `best/`: puts it back. Best effort.
+    fn recover_best(&self) {
+        let best = self.best_dir();
+        if fs::symlink_metadata(&best).is_ok() {
+            return;
+        }
+        let Ok(rd) = fs::read_dir(&self.root) else {
+            return;
+        };
+        for entry in rd.flatten() {
+            let name = entry.file_name();
+            if name.to_string_lossy().starts_with(OLD_BEST_PREFIX)
+                && fs::rename(entry.path(), &best).is_ok()
+            {
+                let _ = sync_dir(&self.root);
+                return;
+            }
+        }
+    }
+
+    /// Removes temporary directories left by interrupted saves (after restoring a best
+    /// checkpoint an interrupted replacement moved aside); returns what it could not remove.
     fn clean_temp(&self) -> Vec<String> {
+        self.recover_best();
         let mut warnings = Vec::new();
         let Ok(rd) = fs::read_dir(&self.root) else {
             return warnings;
         };
         for entry in rd.flatten() {
-            if entry.file_name().to_string_lossy().starts_with(TMP_PREFIX) {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with(TMP_PREFIX) || name.starts_with(OLD_BEST_PREFIX) {
                 let p = entry.path();
                 let r = if p.is_dir() {
                     fs::remove_dir_all(&p)
@@ -537,8 +682,9 @@ impl CheckpointManager {
         warnings
     }
 
-    /// Applies retention: keeps the newest `keep_last`, the best by the configured metric,
-    /// and always `just_saved` and the newest; removes the rest.
+    /// Applies retention to the `step-…` directories: keeps the newest `keep_last`, and
+    /// always `just_saved` and the newest; removes the rest. The best checkpoint is safe in
+    /// `best/`, which this never touches.
     fn prune(&self, just_saved: &Path) -> (Vec<PathBuf>, Vec<String>) {
         let mut warnings = Vec::new();
         let all = match self.list() {
@@ -552,14 +698,6 @@ impl CheckpointManager {
             .map(|(_, d)| d.clone())
             .collect();
         keep.insert(just_saved.to_path_buf());
-        match self.best() {
-            Ok(Some((_, _, dir))) => {
-                keep.insert(dir);
-            }
-            Ok(None) => {}
-            // Without knowing the best, deleting anything could delete it.
-            Err(e) => return (Vec::new(), vec![format!("retention skipped: {e}")]),
-        }
         let mut pruned = Vec::new();
         for (_, dir) in &all {
             if keep.contains(dir) {
@@ -576,26 +714,28 @@ impl CheckpointManager {
         (pruned, warnings)
     }
 
-    /// The best checkpoint directory by the configured metric (manifests only, unverified).
+    /// The best checkpoint by [`Retention::best`]'s metric, `(step, value, directory)`
+    /// (manifests only, unverified): `checkpoints/best` when it holds the metric; otherwise
+    /// (a run directory of an earlier version) the `step-…` directory that first reached the
+    /// best value. `None` without [`Retention::best`].
     pub fn best(&self) -> Result<Option<(u64, f64, PathBuf)>, CheckpointError> {
         let Some(best) = &self.retention.best else {
             return Ok(None);
         };
+        self.recover_best();
+        let best_dir = self.best_dir();
+        if let Ok(m) = read_manifest(&best_dir) {
+            if let Some(v) = m.metrics.get(&best.name).copied().flatten() {
+                return Ok(Some((m.step, v, best_dir)));
+            }
+        }
         let mut winner: Option<(u64, f64, PathBuf)> = None;
         for (step, dir) in self.list()? {
             let Ok(m) = read_manifest(&dir) else { continue };
             let Some(v) = m.metrics.get(&best.name).copied().flatten() else {
                 continue;
             };
-            if !v.is_finite() {
-                continue;
-            }
-            let better = match (&winner, best.mode) {
-                (None, _) => true,
-                (Some((_, w, _)), MetricMode::Max) => v >= *w,
-                (Some((_, w, _)), MetricMode::Min) => v <= *w,
-            };
-            if better {
+            if best.improves(v, winner.as_ref().map(|w| w.1)) {
                 winner = Some((step, v, dir));
             }
         }
@@ -730,9 +870,10 @@ fn read_manifest(dir: &Path) -> Result<Manifest, CheckpointError> {
         }
     }
     let expected_dir = format!("{DIR_PREFIX}{:08}", m.step);
-    if dir.file_name().and_then(|n| n.to_str()) != Some(expected_dir.as_str()) {
+    let name = dir.file_name().and_then(|n| n.to_str());
+    if name != Some(expected_dir.as_str()) && name != Some(BEST_DIR_NAME) {
         return Err(bad(format!(
-            "it is for step {} but the directory is not named {expected_dir}",
+            "it is for step {} but the directory is not named {expected_dir} (or {BEST_DIR_NAME})",
             m.step
         )));
     }

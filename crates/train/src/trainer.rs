@@ -18,8 +18,8 @@ use burn::store::ModuleRecord;
 use burn::tensor::{Bytes, Tensor};
 use serde::{Deserialize, Serialize};
 
-use crate::checkpoint::{BestMetric, CheckpointManager, MetricMode, Retention};
-use crate::guard::LossGuard;
+use crate::checkpoint::{BestMetric, CheckpointManager, Retention};
+use crate::guard::{DivergenceConfig, DivergenceError, LossGuard, Streaks};
 use crate::metrics::MetricLogger;
 use crate::schedule::{validate_peak_lr, LrSchedule, ScheduleError};
 use crate::signals::StopFlag;
@@ -239,6 +239,10 @@ pub struct TrainConfig {
     /// Stop after this many evaluations without a new best.
     #[serde(default)]
     pub early_stopping_patience: Option<u64>,
+    /// When a run that stays finite counts as stalled (default: the gradient norm exactly
+    /// 0 for 20 steps in a row); see [`DivergenceConfig`].
+    #[serde(default)]
+    pub divergence: DivergenceConfig,
 }
 
 impl TrainConfig {
@@ -293,6 +297,9 @@ impl TrainConfig {
                 "must not be empty".into(),
             ));
         }
+        self.divergence
+            .validate()
+            .map_err(|(key, reason)| ConfigError::new(key, reason))?;
         self.optimizer.validate()?;
         self.schedule.validate(self.max_steps)?;
         Ok(())
@@ -321,12 +328,23 @@ pub struct TrainerState {
     pub losses: Vec<f64>,
     /// Throughput units (see [`Objective::unit`]) processed so far.
     pub items: u64,
-    /// Best value of the best metric so far, and the step it was reached at.
+    /// Best value of the best metric so far, and the step it was reached at (the first
+    /// step to reach it: a tie is no improvement). Its checkpoint is kept in
+    /// [`TrainerState::best_checkpoint`].
     #[serde(default)]
     pub best: Option<(f64, u64)>,
     /// Evaluations since the last new best (for early stopping).
     #[serde(default)]
     pub evals_without_improvement: u64,
+    /// Counts of the stall check ([`TrainConfig::divergence`]).
+    #[serde(default)]
+    pub streaks: Streaks,
+    /// Where the checkpoint of [`TrainerState::best`] is, `RUN_DIR/checkpoints/best`,
+    /// outside keep-last retention (`None` without evaluations, or if it could not be
+    /// kept). Filled in by [`train`] on return, not saved in `trainer.json`. The returned
+    /// model is the last step's; load the best from here.
+    #[serde(skip)]
+    pub best_checkpoint: Option<PathBuf>,
 }
 
 /// How a run ended.
@@ -343,9 +361,14 @@ pub enum Outcome {
 /// Errors of the training loop.
 #[derive(Debug, thiserror::Error)]
 pub enum TrainError {
-    /// The loss became NaN/inf; the message names the last good checkpoint.
+    /// The loss, the gradient norm or a parameter became NaN/inf; the message names the
+    /// last good checkpoint. Nothing non-finite was saved.
     #[error(transparent)]
     NonFinite(#[from] crate::guard::NonFiniteError),
+    /// Training stalled ([`TrainConfig::divergence`]); the message names the newest
+    /// checkpoint from before.
+    #[error(transparent)]
+    Diverged(#[from] DivergenceError),
     /// Checkpoint I/O or verification failed.
     #[error(transparent)]
     Checkpoint(#[from] crate::checkpoint::CheckpointError),
@@ -378,6 +401,28 @@ impl ModuleVisitor for GradNorm<'_> {
             self.squares.push(g.square().sum());
         }
     }
+}
+
+/// Sums `0 × x` over every parameter: 0 when all are finite, NaN otherwise (`0 × ±inf` is
+/// NaN), without the overflow a sum of squares could hit. One reduction per parameter.
+struct FiniteProbe {
+    parts: Vec<Tensor<1>>,
+}
+
+impl ModuleVisitor for FiniteProbe {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        self.parts.push(param.val().detach().mul_scalar(0.0).sum());
+    }
+}
+
+/// See [`FiniteProbe`]: 0.0 when every parameter of `model` is finite, else NaN.
+fn finite_probe<M: Module>(model: &M) -> f64 {
+    let mut probe = FiniteProbe { parts: Vec::new() };
+    model.visit(&mut probe);
+    if probe.parts.is_empty() {
+        return 0.0;
+    }
+    f64::from(Tensor::cat(probe.parts, 0).sum().into_scalar::<f32>())
 }
 
 /// Multiplies every gradient by a factor.
@@ -501,16 +546,15 @@ fn run_loop<M: Module>(
         stop,
         mut evaluate,
     } = run;
-    // Best-by-metric retention only makes sense when something is evaluated.
-    let best: Option<BestMetric> = evaluate
-        .as_ref()
-        .and(config.eval_every)
-        .map(|_| config.best_metric.clone());
+    // The loop decides the best itself (it also drives early stopping) and copies it to
+    // `checkpoints/best` explicitly: one decision, consistent with `state.best` even after a
+    // resume from an older checkpoint, so the manager's own best-by-metric stays off.
+    let evaluating = evaluate.is_some() && config.eval_every.is_some();
     let mut manager = CheckpointManager::new(
         run_dir,
         Retention {
             keep_last: config.keep_last,
-            best,
+            best: None,
         },
     );
     let mut state = TrainerState::default();
@@ -540,7 +584,10 @@ fn run_loop<M: Module>(
                 state.step,
                 ckpt.dir().display()
             );
+            reconcile_best(&mut manager, &state);
         }
+        // Rows the interrupted run logged after its last checkpoint are redone now.
+        logger.resumed_at(state.step);
     }
     let save = |manager: &mut CheckpointManager,
                 model: &M,
@@ -599,6 +646,17 @@ fn run_loop<M: Module>(
         guard.check_loss(step, loss_sum)?;
         let mut grads = accumulator.grads();
         let (clipped, grad_norm) = clip_global_norm(model, &mut grads, config.max_grad_norm);
+        // Before the step: a non-finite gradient would make every parameter NaN.
+        guard.check("gradient norm", step, grad_norm)?;
+        let first_loss = state.losses.first().copied().unwrap_or(loss_sum);
+        if let Err(mut e) =
+            config
+                .divergence
+                .observe(&mut state.streaks, step, loss_sum, first_loss, grad_norm)
+        {
+            e.last_good = newest_before(&manager, e.since.saturating_sub(1));
+            return Err(e.into());
+        }
         let lr = config.schedule.lr(config.lr, state.step, config.max_steps);
         model = optim.step(lr, clipped, grads);
         state.step = step;
@@ -617,6 +675,7 @@ fn run_loop<M: Module>(
         );
         let mut eval_metrics = Vec::new();
         let mut early_stop = false;
+        let mut new_best = false;
         if let (Some(every), Some(evaluator)) = (config.eval_every, evaluate.as_mut()) {
             if step % every == 0 || step == config.max_steps {
                 eval_metrics = evaluator(&model.valid()).map_err(TrainError::Evaluation)?;
@@ -627,13 +686,13 @@ fn run_loop<M: Module>(
                     .iter()
                     .find(|(n, _)| *n == config.best_metric.name)
                 {
-                    let better = match (state.best, config.best_metric.mode) {
-                        (None, _) => true,
-                        (Some((b, _)), MetricMode::Max) => value > b,
-                        (Some((b, _)), MetricMode::Min) => value < b,
-                    };
-                    if better {
+                    // A NaN evaluation is never the best, and counts as no improvement.
+                    if config
+                        .best_metric
+                        .improves(value, state.best.map(|(b, _)| b))
+                    {
                         state.best = Some((value, step));
+                        new_best = true;
                         state.evals_without_improvement = 0;
                     } else {
                         state.evals_without_improvement += 1;
@@ -650,6 +709,8 @@ fn run_loop<M: Module>(
             .is_some_and(|m| last_save.elapsed().as_secs_f64() >= m * 60.0);
         let due = step % save_every == 0 || step == config.max_steps;
         if due || timed || interrupted || early_stop || !eval_metrics.is_empty() {
+            // Never save (or name as good) weights the step made non-finite.
+            guard.check_params(step, finite_probe(&model), lr, grad_norm)?;
             let optim_bytes = optim
                 .into_bytes()
                 .map_err(|e| state_err("optimizer state", e))?
@@ -664,6 +725,18 @@ fn run_loop<M: Module>(
             )?;
             guard.checkpoint_saved(step, &dir);
             last_save = Instant::now();
+            if new_best {
+                match manager.promote_best(step) {
+                    Ok(best) => tracing::info!(
+                        "step {step} is the new best ({} {}), kept in {}",
+                        config.best_metric.name,
+                        state.best.map_or(f64::NAN, |b| b.0),
+                        best.display()
+                    ),
+                    // The run can go on; retention may remove this step's directory later.
+                    Err(e) => tracing::warn!("cannot keep step {step} as the best: {e}"),
+                }
+            }
         }
         if interrupted || early_stop {
             logger.flush();
@@ -672,19 +745,73 @@ fn run_loop<M: Module>(
             } else {
                 Outcome::EarlyStopped
             };
+            state.best_checkpoint = best_checkpoint(&manager, &state, evaluating);
             return Ok((model, state, outcome));
         }
     }
     logger.flush();
+    state.best_checkpoint = best_checkpoint(&manager, &state, evaluating);
     Ok((model, state, Outcome::Finished))
+}
+
+/// `checkpoints/best` when it holds the step of `state.best`.
+fn best_checkpoint(
+    manager: &CheckpointManager,
+    state: &TrainerState,
+    evaluating: bool,
+) -> Option<PathBuf> {
+    let (_, step) = state.best?;
+    if manager.best_step() == Some(step) {
+        return Some(manager.best_dir());
+    }
+    if evaluating {
+        tracing::warn!(
+            "the best checkpoint (step {step}) is not in {}",
+            manager.best_dir().display()
+        );
+    }
+    None
+}
+
+/// After a resume: makes `checkpoints/best` hold the step of `state.best`. It may not, for
+/// a run directory of an earlier version (no `best/`), or when the resume went back past
+/// newer checkpoints that failed verification and `best/` is from that abandoned future.
+fn reconcile_best(manager: &mut CheckpointManager, state: &TrainerState) {
+    let Some((_, step)) = state.best else { return };
+    if manager.best_step() == Some(step) {
+        return;
+    }
+    if !manager.dir_for(step).is_dir() {
+        tracing::warn!(
+            "the best checkpoint so far (step {step}) is gone; {} will hold the next best",
+            manager.best_dir().display()
+        );
+        return;
+    }
+    if let Err(e) = manager.promote_best(step) {
+        tracing::warn!("cannot keep step {step} as the best: {e}");
+    }
+}
+
+/// The newest committed `step-…` checkpoint with a step below `before`, if still on disk.
+fn newest_before(manager: &CheckpointManager, before: u64) -> Option<(u64, PathBuf)> {
+    manager
+        .list()
+        .ok()?
+        .into_iter()
+        .rev()
+        .find(|(step, _)| *step < before)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::checkpoint::{Checkpoint, MetricMode};
+    use crate::metrics::JsonlSink;
     use burn::optim::momentum::MomentumConfig;
     use burn::optim::SgdConfig;
     use burn::tensor::{Device, TensorData};
+    use std::io::Write;
 
     #[derive(Module, Debug)]
     struct Weights {
@@ -709,12 +836,36 @@ mod tests {
     struct Quadratic {
         next: u64,
         state_fails: bool,
+        /// Micro-batch from which `next_loss` fails (a crash).
+        fail_from: Option<u64>,
+        /// Micro-batch whose loss is finite but whose gradient is not.
+        grad_bomb_at: Option<u64>,
+        /// A constant loss: every gradient exactly 0.
+        flat: bool,
     }
 
     impl Objective<Weights> for Quadratic {
         fn next_loss(&mut self, model: &Weights, _step: u64) -> Result<MicroBatchLoss, BoxError> {
             let k = self.next;
+            if self.fail_from.is_some_and(|f| k >= f) {
+                return Err("killed".into());
+            }
             self.next += 1;
+            let w = model.w.val();
+            if self.flat {
+                return Ok(MicroBatchLoss {
+                    loss: w.mul_scalar(0.0).sum().add_scalar(10.8),
+                    items: 1,
+                });
+            }
+            if self.grad_bomb_at == Some(k) {
+                // sqrt(|w - w|) is 0, with an infinite (or NaN) derivative.
+                let zero = w.clone().sub(w.clone().detach()).abs().sqrt().sum();
+                return Ok(MicroBatchLoss {
+                    loss: w.square().sum().add(zero),
+                    items: 1,
+                });
+            }
             let target = TensorData::new(
                 vec![(k % 3) as f32, 1.0 - (k % 2) as f32, 0.5 * k as f32],
                 [3],
@@ -759,6 +910,7 @@ mod tests {
             eval_every: None,
             best_metric: BestMetric::default(),
             early_stopping_patience: None,
+            divergence: DivergenceConfig::default(),
         }
     }
 
@@ -1071,10 +1223,258 @@ mod tests {
         assert_eq!(outcome, Outcome::EarlyStopped);
         assert_eq!(state.best, Some((4.0, 2)));
         assert_eq!(state.step, 4);
+        // keep_last = 1 keeps the newest step; the best is in checkpoints/best.
+        assert_eq!(step_dirs(dir.path()), vec!["step-00000004"]);
+        let best = Checkpoint::open(&dir.path().join("checkpoints/best")).unwrap();
+        assert_eq!(best.step(), 2);
+        assert_eq!(best.metrics()["dev/perplexity"], 4.0);
+    }
+
+    /// Runs with an evaluator that returns `scores` in turn as `dev/em`.
+    fn run_eval(
+        dir: &Path,
+        cfg: &TrainConfig,
+        resume: bool,
+        scores: &[f64],
+    ) -> Result<(Weights, TrainerState, Outcome), TrainError> {
+        let mut calls = 0;
+        let mut evaluator = |_: &Weights| -> Result<Vec<(String, f64)>, BoxError> {
+            calls += 1;
+            Ok(vec![("dev/em".to_string(), scores[calls - 1])])
+        };
+        let mut logger = MetricLogger::new();
+        let run = RunContext {
+            evaluate: Some(&mut evaluator),
+            ..ctx(dir, resume, &mut logger)
+        };
+        train(weights(), &mut Quadratic::default(), cfg, run)
+    }
+
+    #[test]
+    fn keep_last_never_removes_the_best_checkpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = config(6);
+        cfg.eval_every = Some(2);
+        cfg.keep_last = 1;
+        // Step 4 ties step 2: a tie is no new best, so step 2 stays the best.
+        let (_, state, _) = run_eval(dir.path(), &cfg, false, &[0.7, 0.7, 0.5]).unwrap();
+        assert_eq!(state.best, Some((0.7, 2)));
+        let best_dir = dir.path().join("checkpoints/best");
+        assert_eq!(state.best_checkpoint.as_deref(), Some(best_dir.as_path()));
+        let best = Checkpoint::open(&best_dir).unwrap();
+        assert_eq!(best.step(), 2);
+        assert_eq!(best.metrics()["dev/em"], 0.7);
+        let trainer: TrainerState =
+            serde_json::from_slice(&best.read("trainer.json").unwrap()).unwrap();
+        assert_eq!(trainer.step, 2);
+        assert_eq!(step_dirs(dir.path()), vec!["step-00000006"]);
+        // A resume continues from the newest step, not from best/.
+        let manager = CheckpointManager::new(dir.path(), Retention::default());
+        let latest = manager.latest_valid().unwrap().checkpoint.unwrap();
+        assert_eq!(latest.step(), 6);
+    }
+
+    #[test]
+    fn a_nan_evaluation_is_never_the_best() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = config(6);
+        cfg.eval_every = Some(2);
+        let (_, state, _) = run_eval(dir.path(), &cfg, false, &[f64::NAN, 0.2, 0.1]).unwrap();
+        assert_eq!(state.best, Some((0.2, 4)));
+        assert_eq!(state.evals_without_improvement, 1);
+        let best = Checkpoint::open(&dir.path().join("checkpoints/best")).unwrap();
+        assert_eq!(best.step(), 4);
+    }
+
+    #[test]
+    fn the_best_survives_a_resume() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = config(4);
+        cfg.eval_every = Some(2);
+        cfg.keep_last = 1;
+        run_eval(dir.path(), &cfg, false, &[0.9, 0.3]).unwrap();
+        cfg.max_steps = 6;
+        let (_, state, _) = run_eval(dir.path(), &cfg, true, &[0.5]).unwrap();
+        assert_eq!(state.best, Some((0.9, 2)));
+        assert!(state.best_checkpoint.is_some());
+        let best = Checkpoint::open(&dir.path().join("checkpoints/best")).unwrap();
+        assert_eq!(best.step(), 2);
+        assert_eq!(step_dirs(dir.path()), vec!["step-00000006"]);
+    }
+
+    fn jsonl_steps(path: &Path) -> Vec<u64> {
+        std::fs::read_to_string(path)
+            .unwrap()
+            .lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                v["step"].as_u64().unwrap()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_resumed_run_logs_every_step_once_after_a_torn_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("metrics.jsonl");
+        let cfg = config(6);
+        // Killed during step 6: steps 1–5 are logged, the last checkpoint is step 4.
+        {
+            let mut logger =
+                MetricLogger::new().with_sink(Box::new(JsonlSink::append(&log).unwrap()));
+            let mut objective = Quadratic {
+                fail_from: Some(10),
+                ..Quadratic::default()
+            };
+            let err = train(
+                weights(),
+                &mut objective,
+                &cfg,
+                ctx(dir.path(), false, &mut logger),
+            );
+            assert!(matches!(err, Err(TrainError::Objective(_))));
+        }
+        assert_eq!(jsonl_steps(&log), vec![1, 2, 3, 4, 5]);
+        // ... in the middle of writing a row.
+        let mut f = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+        f.write_all(b"{\"step\":6,\"train/lo").unwrap();
+        drop(f);
+        let mut logger = MetricLogger::new().with_sink(Box::new(JsonlSink::append(&log).unwrap()));
+        let (_, state, _) = train(
+            weights(),
+            &mut Quadratic::default(),
+            &cfg,
+            ctx(dir.path(), true, &mut logger),
+        )
+        .unwrap();
+        drop(logger);
+        assert_eq!(state.step, 6);
+        assert_eq!(jsonl_steps(&log), vec![1, 2, 3, 4, 5, 6]);
+    }
+
+    #[test]
+    fn non_finite_parameters_are_never_saved() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = config(4);
+        cfg.lr = 1e39;
+        cfg.schedule = LrSchedule::Constant { warmup_steps: 0 };
+        cfg.save_every = Some(1);
+        let err = run(dir.path(), &cfg, false).err().unwrap();
+        let TrainError::NonFinite(e) = &err else {
+            panic!("{err}")
+        };
+        assert_eq!(e.step, 1);
+        assert!(e.what.contains("parameter"), "{err}");
+        assert_eq!(e.last_good, None);
+        assert!(
+            step_dirs(dir.path()).is_empty(),
+            "{:?}",
+            step_dirs(dir.path())
+        );
+    }
+
+    #[test]
+    fn a_non_finite_gradient_is_not_applied() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = config(6);
+        cfg.save_every = Some(1);
+        let mut logger = MetricLogger::new();
+        // Micro-batch 6 is in step 4 (two per step): the last good checkpoint is step 3.
+        let mut objective = Quadratic {
+            grad_bomb_at: Some(6),
+            ..Quadratic::default()
+        };
+        let err = train(
+            weights(),
+            &mut objective,
+            &cfg,
+            ctx(dir.path(), false, &mut logger),
+        )
+        .err()
+        .unwrap();
+        let TrainError::NonFinite(e) = &err else {
+            panic!("{err}")
+        };
+        assert_eq!(e.what, "gradient norm");
+        assert_eq!(e.step, 4);
+        assert_eq!(e.last_good.as_ref().map(|g| g.0), Some(3));
+        assert!(err.to_string().contains("step 3"), "{err}");
         assert_eq!(
             step_dirs(dir.path()),
-            vec!["step-00000002", "step-00000004"]
+            vec!["step-00000002", "step-00000003"]
         );
+        let ckpt = Checkpoint::open(&dir.path().join("checkpoints/step-00000003")).unwrap();
+        assert!(ckpt.metrics()["train/loss"].is_finite());
+    }
+
+    #[test]
+    fn vanished_gradients_stop_the_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = config(30);
+        cfg.schedule = LrSchedule::Constant { warmup_steps: 0 };
+        cfg.save_every = Some(5);
+        cfg.keep_last = 10;
+        let mut logger = MetricLogger::new();
+        let mut objective = Quadratic {
+            flat: true,
+            ..Quadratic::default()
+        };
+        let err = train(
+            weights(),
+            &mut objective,
+            &cfg,
+            ctx(dir.path(), false, &mut logger),
+        )
+        .err()
+        .unwrap();
+        let TrainError::Diverged(e) = &err else {
+            panic!("{err}")
+        };
+        assert_eq!((e.step, e.since), (20, 1));
+        assert_eq!(e.last_good, None);
+        assert!(
+            err.to_string().contains("gradient norm was exactly 0"),
+            "{err}"
+        );
+        // Configurable, and off when asked.
+        let dir = tempfile::tempdir().unwrap();
+        cfg.divergence.zero_grad = false;
+        let mut logger = MetricLogger::new();
+        let mut objective = Quadratic {
+            flat: true,
+            ..Quadratic::default()
+        };
+        let (_, state, _) = train(
+            weights(),
+            &mut objective,
+            &cfg,
+            ctx(dir.path(), false, &mut logger),
+        )
+        .unwrap();
+        assert_eq!(state.step, 30);
+        assert_eq!(state.streaks.zero_grad, 30);
+    }
+
+    #[test]
+    fn divergence_reads_from_a_recipe_with_defaults() {
+        let base = "lr = 1e-3\nmax_steps = 4\nschedule = { kind = \"constant\" }\n";
+        let cfg = parse(base).unwrap();
+        assert_eq!(cfg.divergence, DivergenceConfig::default());
+        assert_eq!(cfg.divergence.patience, 20);
+        let cfg = parse(&format!(
+            "{base}divergence = {{ patience = 5, loss_factor = 3.0 }}\n"
+        ))
+        .unwrap();
+        assert_eq!(cfg.divergence.patience, 5);
+        assert_eq!(cfg.divergence.loss_factor, Some(3.0));
+        assert!(cfg.divergence.zero_grad);
+        let err = parse(&format!("{base}divergence = {{ patients = 5 }}\n")).unwrap_err();
+        assert!(err.contains("unknown field `patients`"), "{err}");
+        let err = parse(&format!("{base}divergence = {{ patience = 0 }}\n"))
+            .unwrap()
+            .validate()
+            .unwrap_err();
+        assert_eq!(err.key, "divergence.patience");
     }
 
     #[test]

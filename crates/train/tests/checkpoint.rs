@@ -2,7 +2,7 @@ use std::collections::BTreeMap;
 use std::fs;
 
 use radit_train::checkpoint::{
-    BestMetric, CheckpointError, CheckpointManager, MetricMode, Retention,
+    BestMetric, Checkpoint, CheckpointError, CheckpointManager, MetricMode, Retention,
 };
 
 fn metrics(pairs: &[(&str, f64)]) -> BTreeMap<String, f64> {
@@ -180,13 +180,20 @@ fn retention_keeps_last_n_and_best() {
         m.save(step, &[("w", b"w")], &metrics(&[("dev/em", v)]))
             .unwrap();
     }
-    assert_eq!(steps(&m), vec![20, 40, 50]);
-    assert_eq!(m.best().unwrap().map(|b| b.0), Some(20));
+    // The best (20) is kept in best/, outside the keep-last window.
+    assert_eq!(steps(&m), vec![40, 50]);
+    assert_eq!(
+        m.best().unwrap().map(|b| (b.0, b.2)),
+        Some((20, m.best_dir()))
+    );
+    assert_eq!(Checkpoint::open(&m.best_dir()).unwrap().step(), 20);
     let saved = m
         .save(60, &[("w", b"w")], &metrics(&[("dev/em", 0.9)]))
         .unwrap();
     assert_eq!(steps(&m), vec![50, 60]);
-    assert_eq!(saved.pruned, vec![m.dir_for(20), m.dir_for(40)]);
+    assert_eq!(saved.pruned, vec![m.dir_for(40)]);
+    assert_eq!(saved.best, Some(m.best_dir()));
+    assert_eq!(m.best_step(), Some(60));
 
     // Min mode, and a checkpoint without the metric is never "best".
     let run = tempfile::tempdir().unwrap();
@@ -207,7 +214,67 @@ fn retention_keeps_last_n_and_best() {
     m.save(3, &[("w", b"w")], &metrics(&[("dev/loss", 3.0)]))
         .unwrap();
     m.save(4, &[("w", b"w")], &BTreeMap::new()).unwrap();
-    assert_eq!(steps(&m), vec![2, 4]);
+    assert_eq!(steps(&m), vec![4]);
+    assert_eq!(m.best_step(), Some(2));
+}
+
+#[test]
+fn a_tie_keeps_the_earlier_best_and_keep_last_cannot_remove_it() {
+    let run = tempfile::tempdir().unwrap();
+    let mut m = CheckpointManager::new(
+        run.path(),
+        Retention {
+            keep_last: 1,
+            best: Some(BestMetric::default()),
+        },
+    );
+    m.save(2, &[("w", b"2")], &metrics(&[("dev/em", 0.7)]))
+        .unwrap();
+    let saved = m
+        .save(4, &[("w", b"4")], &metrics(&[("dev/em", 0.7)]))
+        .unwrap();
+    assert_eq!(saved.best, None);
+    m.save(6, &[("w", b"6")], &metrics(&[("dev/em", f64::NAN)]))
+        .unwrap();
+    assert_eq!(steps(&m), vec![6]);
+    let best = Checkpoint::open(&m.best_dir()).unwrap();
+    assert_eq!((best.step(), best.read("w").unwrap()), (2, b"2".to_vec()));
+    assert_eq!(best.metrics()["dev/em"], 0.7);
+    // Resume picks the newest step, never best/.
+    let latest = m.latest_valid().unwrap();
+    assert_eq!(latest.checkpoint.unwrap().step(), 6);
+    assert!(latest.skipped.is_empty());
+}
+
+#[test]
+fn an_interrupted_best_replacement_is_undone() {
+    let run = tempfile::tempdir().unwrap();
+    let mut m = CheckpointManager::new(
+        run.path(),
+        Retention {
+            keep_last: 3,
+            best: None,
+        },
+    );
+    m.save(1, &[("w", b"1")], &BTreeMap::new()).unwrap();
+    m.save(2, &[("w", b"2")], &BTreeMap::new()).unwrap();
+    m.promote_best(1).unwrap();
+    m.promote_best(2).unwrap();
+    assert_eq!(m.best_step(), Some(2));
+    // A crash between "move the old best aside" and "rename the new one into place".
+    fs::rename(m.best_dir(), m.checkpoints_dir().join(".best.old-4711")).unwrap();
+    fs::create_dir(m.checkpoints_dir().join(".tmp-best-00000003-1-1")).unwrap();
+    let latest = m.latest_valid().unwrap();
+    assert_eq!(latest.checkpoint.unwrap().step(), 2);
+    assert_eq!(Checkpoint::open(&m.best_dir()).unwrap().step(), 2);
+    let mut left: Vec<String> = fs::read_dir(m.checkpoints_dir())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    assert_eq!(left, vec!["best", "step-00000001", "step-00000002"]);
+    // A step that was never saved cannot become the best.
+    assert!(m.promote_best(9).is_err());
 }
 
 #[test]

@@ -39,6 +39,14 @@ pub trait MetricSink: Send {
     fn log_scalars(&mut self, step: u64, scalars: &[(&str, f64)]) -> Result<(), MetricError>;
     /// Pushes buffered data to its destination (called at checkpoints and at the end).
     fn flush(&mut self) -> Result<(), MetricError>;
+    /// The run resumes after step `step` (the step of the checkpoint it restored, 0 when a
+    /// resume found none): what the sink holds for later steps is from the interrupted
+    /// run's lost progress and is about to be logged again. A sink that keeps history
+    /// drops it here (see [`JsonlSink`]); the default does nothing.
+    fn resumed_at(&mut self, step: u64) -> Result<(), MetricError> {
+        let _ = step;
+        Ok(())
+    }
 }
 
 struct Slot {
@@ -108,6 +116,12 @@ impl MetricLogger {
     /// Flushes every working sink.
     pub fn flush(&mut self) {
         self.each(|sink| sink.flush());
+    }
+
+    /// Tells every working sink that the run resumes after `step` (see
+    /// [`MetricSink::resumed_at`]); the trainer calls it after restoring a checkpoint.
+    pub fn resumed_at(&mut self, step: u64) {
+        self.each(|sink| sink.resumed_at(step));
     }
 
     fn each(&mut self, mut op: impl FnMut(&mut dyn MetricSink) -> Result<(), MetricError>) {
