@@ -227,7 +227,7 @@ pub fn drive<S: Stage + ?Sized>(
         }
     }
     let cfg = stage.train_config();
-    let (model, before, after) = {
+    let (model, before, after, best) = {
         let Prepared {
             start,
             trainable,
@@ -282,18 +282,35 @@ pub fn drive<S: Stage + ?Sized>(
             None => None,
         };
         logger.flush();
-        (model, before, after)
+        let best = match (state.best, &state.best_checkpoint) {
+            (Some((value, step)), Some(path)) => Some(format!(
+                "final/ is the last step ({}); the best {} ({value:.3}) is step {step}, kept in {}",
+                state.step,
+                cfg.best_metric.name,
+                path.display()
+            )),
+            _ => None,
+        };
+        if let Some(best) = &best {
+            tracing::info!("{}: {best}", dir.label);
+        }
+        (model, before, after, best)
     };
     stage.export(ctx, model, dir, models)?;
     tracing::info!("{}: wrote {}", dir.label, dir.final_dir().display());
+    let mut rows = table_rows(
+        stage.title(),
+        &dir.label,
+        before,
+        after.as_deref(),
+        ctx.dev.len(),
+    );
+    if let Some(best) = best {
+        rows.push(String::new());
+        rows.push(best);
+    }
     let done = StageDone {
-        rows: table_rows(
-            stage.title(),
-            &dir.label,
-            before,
-            after.as_deref(),
-            ctx.dev.len(),
-        ),
+        rows,
         metrics: after.unwrap_or_default(),
     };
     dir.mark_done(&done)?;
