@@ -257,6 +257,22 @@ fn final_state(run: &std::path::Path, stage: &str) -> (serde_json::Value, Vec<u8
     (serde_json::from_slice(&trainer).unwrap(), weights)
 }
 
+/// Waits until `checkpoint` exists, failing if `child` ends first or ten minutes pass.
+fn wait_for_checkpoint(child: &mut std::process::Child, checkpoint: &std::path::Path) {
+    let start = std::time::Instant::now();
+    while !checkpoint.is_file() {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "training ended before its first checkpoint"
+        );
+        assert!(
+            start.elapsed().as_secs() < 600,
+            "no checkpoint after 10 minutes"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
 /// Runs `recipe` straight through, then again SIGKILLed after the first checkpoint of
 /// `stage` and resumed; asserts equal per-step losses and final weights. Returns the resumed
 /// run's stderr.
@@ -287,18 +303,7 @@ fn assert_kill_and_resume_is_exact(
     // Kill at a step after the first checkpoint: as soon as step 2 is on disk, or a little later.
     let delay_ms = (std::process::id() % 3) as u64 * 700;
     let first = killed.join(format!("{stage}/checkpoints/step-00000002/manifest.json"));
-    let start = std::time::Instant::now();
-    while !first.is_file() {
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "training ended before its first checkpoint"
-        );
-        assert!(
-            start.elapsed().as_secs() < 600,
-            "no checkpoint after 10 minutes"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    wait_for_checkpoint(&mut child, &first);
     std::thread::sleep(std::time::Duration::from_millis(delay_ms));
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
@@ -1296,18 +1301,7 @@ fn a_run_directory_is_never_silently_reused() {
         .spawn()
         .unwrap();
     let first = run.join("lm_ft/checkpoints/step-00000002/manifest.json");
-    let start = std::time::Instant::now();
-    while !first.is_file() {
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "ended before a checkpoint"
-        );
-        assert!(
-            start.elapsed().as_secs() < 600,
-            "no checkpoint after 10 minutes"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    wait_for_checkpoint(&mut child, &first);
     let pid = child.id().to_string();
     assert!(Command::new("kill")
         .args(["-TERM", &pid])
