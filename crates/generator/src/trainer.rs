@@ -20,19 +20,33 @@ pub trait BatchSource {
     fn restore(&mut self, state: &[u8]) -> Result<(), BoxError>;
 }
 
-/// The LM-ft objective: mean NLL of answer tokens, throughput counted in (non-padding) tokens.
-pub struct LmObjective<'a> {
-    source: &'a mut dyn BatchSource,
+/// A borrowed source serves its owner's batches.
+impl<S: BatchSource + ?Sized> BatchSource for &mut S {
+    fn next_batch(&mut self) -> Result<(TokenBatch, Vec<u8>), BoxError> {
+        (**self).next_batch()
+    }
+    fn state(&self) -> Result<Vec<u8>, BoxError> {
+        (**self).state()
+    }
+    fn restore(&mut self, state: &[u8]) -> Result<(), BoxError> {
+        (**self).restore(state)
+    }
 }
 
-impl<'a> LmObjective<'a> {
+/// The LM-ft objective: mean NLL of answer tokens, throughput counted in (non-padding) tokens.
+/// It owns its source (`&mut S` borrows one).
+pub struct LmObjective<S> {
+    source: S,
+}
+
+impl<S: BatchSource> LmObjective<S> {
     /// Trains on the batches of `source`.
-    pub fn new(source: &'a mut dyn BatchSource) -> Self {
+    pub fn new(source: S) -> Self {
         Self { source }
     }
 }
 
-impl Objective<Llama> for LmObjective<'_> {
+impl<S: BatchSource> Objective<Llama> for LmObjective<S> {
     fn next_loss(&mut self, model: &Llama, _step: u64) -> Result<MicroBatchLoss, BoxError> {
         let (batch, answer_mask) = self.source.next_batch()?;
         let targets = LmTargets::from_answer_mask(&batch, &answer_mask)?;

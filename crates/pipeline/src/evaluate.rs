@@ -89,13 +89,16 @@ impl EvalModels {
             None
         };
         if let (Some(run), false) = (&run, base) {
-            for (stage, found) in [(BuiltinStage::LmFt, &lm_ft), (BuiltinStage::RFt, &r_ft)] {
-                let configured = names.iter().any(|n| n == stage.name());
-                if configured && found.is_none() && (stage == BuiltinStage::LmFt || retrieval) {
-                    let stage = stage.name();
+            let unfinished = [
+                (BuiltinStage::LmFt, lm_ft.is_none()),
+                (BuiltinStage::RFt, retrieval && r_ft.is_none()),
+            ];
+            for (stage, missing) in unfinished {
+                if missing && names.iter().any(|n| n == stage.name()) {
                     tracing::warn!(
-                        "{}: no completed {stage} stage; its base model is used",
-                        run.root().display()
+                        "{}: no completed {} stage; its base model is used",
+                        run.root().display(),
+                        stage.name()
                     );
                 }
             }

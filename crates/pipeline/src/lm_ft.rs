@@ -10,7 +10,7 @@ use radit_eval::{EvalConfig, Evaluator, Mode, RunInfo};
 use radit_generator::lora::{apply_lora, parameter_counts};
 use radit_generator::trainer::{BatchSource, LmObjective};
 use radit_models::{Generator, Llama, TokenBatch};
-use radit_train::trainer::{BoxError, MicroBatchLoss, Objective, TrainConfig};
+use radit_train::trainer::{BoxError, TrainConfig};
 
 use crate::error::{invalid, PipelineError, Result};
 use crate::recipe::{LmFtSection, Recipe};
@@ -133,7 +133,7 @@ impl Stage for LmFtStage {
         Ok(Prepared {
             start: models.generator.clone(),
             trainable,
-            objective: Box::new(OwnedLmObjective { source }),
+            objective: Box::new(LmObjective::new(source)),
             dev,
         })
     }
@@ -193,29 +193,5 @@ impl BatchSource for InstanceSource {
     fn restore(&mut self, state: &[u8]) -> std::result::Result<(), BoxError> {
         let state: SamplerState = serde_json::from_slice(state)?;
         Ok(self.sampler.restore(state)?)
-    }
-}
-
-/// The LM-ft objective over a source it owns (the generator crate's objective borrows one).
-struct OwnedLmObjective {
-    source: InstanceSource,
-}
-
-impl Objective<Llama> for OwnedLmObjective {
-    fn next_loss(
-        &mut self,
-        model: &Llama,
-        step: u64,
-    ) -> std::result::Result<MicroBatchLoss, BoxError> {
-        LmObjective::new(&mut self.source).next_loss(model, step)
-    }
-    fn state(&self) -> std::result::Result<Vec<u8>, BoxError> {
-        self.source.state()
-    }
-    fn restore(&mut self, state: &[u8]) -> std::result::Result<(), BoxError> {
-        self.source.restore(state)
-    }
-    fn unit(&self) -> &'static str {
-        "tokens"
     }
 }

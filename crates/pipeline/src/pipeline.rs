@@ -169,6 +169,11 @@ impl Pipeline {
     pub fn validate(&self) -> Result<()> {
         let builtins = self.builtin_stages();
         self.resolve(&self.order(), &builtins)?;
+        self.check_loss()
+    }
+
+    /// Builds the R-ft loss once, so an unknown name or parameter fails before any model loads.
+    fn check_loss(&self) -> Result<()> {
         if let Some(r_ft) = &self.recipe.stages.r_ft {
             self.losses.build_spec(&r_ft.loss)?;
         }
@@ -227,10 +232,10 @@ impl Pipeline {
     /// completed earlier is skipped on resume and its weights handed on.
     pub fn run(&self) -> Result<RunSummary> {
         let recipe = &self.recipe;
-        self.validate()?;
         let names = self.order();
         let builtins = self.builtin_stages();
         let stages = self.resolve(&names, &builtins)?;
+        self.check_loss()?;
         let run = RunDir::new(&recipe.output_dir);
         self.claim(&run, &names)?;
         std::fs::create_dir_all(run.root()).map_err(|e| PipelineError::io(run.root(), e))?;
