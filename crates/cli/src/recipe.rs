@@ -46,6 +46,9 @@ pub enum RecipeCommand {
         #[arg(long = "set", value_name = "KEY=VALUE")]
         sets: Vec<String>,
     },
+    /// Print every recipe key with its type, default and meaning (Markdown; the same text
+    /// as docs/recipe.md).
+    Keys,
     /// Check a recipe and print every problem at once.
     Validate {
         /// A recipe file or a shipped recipe's name.
@@ -137,6 +140,7 @@ pub fn run(command: RecipeCommand) -> Result<()> {
                 toml::to_string_pretty(&recipe).context("printing the recipe")?
             );
         }
+        RecipeCommand::Keys => print!("{}", radit_pipeline::recipe_reference()),
         RecipeCommand::Validate { recipe, sets } => {
             let path = recipe_path(&recipe)?;
             let problems = check_recipe(&path, &sets);

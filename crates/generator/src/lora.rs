@@ -24,7 +24,7 @@ pub const LORA_TARGETS: [&str; 7] = [
 ];
 
 /// `[stages.lm_ft.lora]`: LoRA instead of full fine-tuning.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LoraConfig {
     /// Rank `r` of the adapters.

@@ -25,6 +25,7 @@ pub mod pipeline;
 pub mod prompt;
 pub mod r_ft;
 pub mod recipe;
+pub mod reference;
 pub mod resume;
 pub mod run_dir;
 pub mod stage;
@@ -40,5 +41,6 @@ pub use pipeline::{
 pub use prompt::prompt_builder;
 pub use r_ft::RFtStage;
 pub use recipe::{normalize_path, Recipe};
+pub use reference::recipe_reference;
 pub use run_dir::{RunDir, StageDir, StageDone};
 pub use stage::{drive, AnyStage, BuiltinStage, Context, DevMetrics, Models, Prepared, Stage};

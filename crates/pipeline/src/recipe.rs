@@ -14,7 +14,7 @@ use crate::error::{invalid, Result};
 use crate::stage::BuiltinStage;
 
 /// A training recipe.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Recipe {
     /// Seed of prompt markers, data order and mixture sampling.
@@ -236,7 +236,7 @@ pub fn expand_spec(spec: &str) -> String {
     }
 }
 /// `[generator]`
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GeneratorSection {
     /// Model source: directory, .gguf file or hub id.
@@ -244,7 +244,7 @@ pub struct GeneratorSection {
 }
 
 /// `[retriever]`
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RetrieverSection {
     /// Encoder source: directory or hub id.
@@ -261,7 +261,7 @@ pub struct RetrieverSection {
 }
 
 /// `[docstore]`
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DocstoreSection {
     /// Corpus file or folder.
@@ -275,7 +275,7 @@ pub struct DocstoreSection {
 }
 
 /// `[data]`
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DataSection {
     /// Training dataset, or a list of datasets mixed by size with the per-dataset `cap`
@@ -319,7 +319,7 @@ pub struct DataSection {
 }
 
 /// One path or a list of paths.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(untagged)]
 pub enum OneOrMany {
     /// A single path.
@@ -339,7 +339,9 @@ impl OneOrMany {
 }
 
 /// How prompts are rendered.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum PromptKind {
     /// RA-DIT's plain prompt.
@@ -350,7 +352,7 @@ pub enum PromptKind {
 }
 
 /// `[stages]`
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Stages {
     /// Stages to run, in order: `lm_ft`, `r_ft` or the name of a stage registered through
@@ -401,7 +403,7 @@ fn one_round() -> usize {
 }
 
 /// `[stages.lm_ft]`
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LmFtSection {
     /// Train low-rank adapters instead of every weight (`[stages.lm_ft.lora]`).
@@ -412,7 +414,7 @@ pub struct LmFtSection {
 }
 
 /// `[logging]`
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Logging {
     /// Write TensorBoard event files to `output_dir/tensorboard`.
@@ -457,7 +459,7 @@ fn yes() -> bool {
 }
 
 /// `[stages.r_ft]`
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RFtSection {
     /// Candidate chunks per query, `k'` (paper: 10).

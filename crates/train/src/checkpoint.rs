@@ -132,7 +132,7 @@ fn sync_dir(dir: &Path) -> Result<(), CheckpointError> {
 }
 
 /// Whether a larger or a smaller metric is better.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum MetricMode {
     /// Smaller is better (loss, perplexity).
@@ -151,7 +151,7 @@ pub enum MetricMode {
 /// `mode = "max"`. Earlier versions guessed "smaller is better" for names containing `loss`;
 /// such a plain string is rejected rather than silently read with the opposite direction,
 /// and the message shows the table form to write instead.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct BestMetric {
     /// Metric name as passed to [`CheckpointManager::save`], e.g. `dev/em`.
     pub name: String,

@@ -121,7 +121,7 @@ impl LossGuard {
 /// - `loss_factor` (off by default): the loss stayed above `loss_factor ×` the run's first
 ///   loss for `patience` consecutive steps. Losses of different objectives have different
 ///   floors (a KL can start near 0), so no factor suits every recipe.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DivergenceConfig {
     /// Consecutive steps a rule must hold before the run stops (at least 1).

@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 /// total_steps = 2000   # optional: the stage's max_steps when left out
 /// min_lr_ratio = 0.1
 /// ```
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum LrSchedule {
     /// The peak rate throughout, after an optional linear warmup.

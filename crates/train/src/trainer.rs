@@ -58,7 +58,7 @@ pub trait Objective<M: Module> {
 ///
 /// Weight decay stays at [`TrainConfig::weight_decay`]. For an optimizer not listed here,
 /// pass one to [`train_with_optimizer`].
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "kind", deny_unknown_fields)]
 pub enum OptimizerConfig {
     /// AdamW (Loshchilov & Hutter) with decoupled weight decay. Every default is burn's
@@ -196,7 +196,7 @@ impl From<ScheduleError> for ConfigError {
 }
 
 /// Optimization, checkpointing and evaluation settings of one training stage.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TrainConfig {
     /// Peak learning rate.

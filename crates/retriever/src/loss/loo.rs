@@ -15,8 +15,9 @@ use serde::{Deserialize, Serialize};
 
 use super::{kl_divergence, log_target, LossBatch, LossError, LossParams, Requires, RetrieverLoss};
 
-/// The `loop` loss.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// The `loop` loss: Atlas' leave-one-out perplexity distillation, `KL(p_LOOP ‖ p_R)` with
+/// `p_LOOP(d_k) = softmax_k(−log p_LM(y | other chunks ∘ x) / τ)`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct LeaveOneOut {
     /// τ of the target softmax.

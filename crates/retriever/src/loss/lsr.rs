@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use super::{kl_divergence, log_target, LossBatch, LossError, LossParams, RetrieverLoss};
 
 /// Which generator quantity supervises the retriever.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum LmSignal {
     /// `p_LM(y | c ∘ x)` (RA-DIT, REPLUG).
@@ -40,7 +40,7 @@ impl LmSignal {
 }
 
 /// Which way the KL divergence goes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum KlDirection {
     /// `KL(p_R ‖ p_target)` (RA-DIT, REPLUG).
@@ -59,8 +59,9 @@ impl KlDirection {
     }
 }
 
-/// The `lsr` loss; see the module docs for the formula.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// The `lsr` loss: LM-supervised retrieval (RA-DIT §2.4), the KL between the retriever's
+/// softmax and `p_LSR(c_k) = softmax_k(f(c_k) / τ)`, `f` chosen by `signal`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct Lsr {
     /// The generator quantity `f`.

@@ -130,7 +130,7 @@ pub trait RetrieverLoss: std::fmt::Debug + Send + Sync {
 }
 
 /// The recipe parameters of a loss: every key of `[stages.r_ft.loss]` besides `name`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(transparent)]
 pub struct LossParams(pub BTreeMap<String, serde_json::Value>);
 
@@ -170,7 +170,7 @@ impl LossParams {
 }
 
 /// `[stages.r_ft.loss]`: a loss name and its parameters.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct LossSpec {
     /// Registered name, e.g. `lsr`.
     pub name: String,
@@ -195,6 +195,21 @@ pub type LossFactory = fn(&LossParams) -> Result<Box<dyn RetrieverLoss>, LossErr
 #[derive(Debug, Clone)]
 pub struct LossRegistry {
     factories: BTreeMap<String, LossFactory>,
+}
+
+/// The recipe parameters of each built-in loss as a JSON schema (field docs and defaults), in
+/// [`LossRegistry::builtin`]'s name order: what the recipe reference documents under
+/// `[stages.r_ft.loss]`. A loss without parameters has an empty table.
+pub fn builtin_parameter_schemas() -> Vec<(&'static str, schemars::Schema)> {
+    let none = |about: &str| schemars::json_schema!({ "type": "object", "properties": {}, "description": about });
+    vec![
+        ("emdr2", none("EMDR² (Sachan et al., 2021): `−log Σ_k p_R(c_k|x) · p_LM(y|c_k∘x)`, the retrieved chunk as a latent variable.")),
+        ("infonce", none("Contrastive loss against a given positive chunk among the candidates (DPR, Contriever); the temperature is `stages.r_ft.retriever_temperature`.")),
+        ("loop", schemars::schema_for!(LeaveOneOut)),
+        ("lsr", schemars::schema_for!(Lsr)),
+        ("pdist", schemars::schema_for!(PerplexityDistillation)),
+        ("replug", schemars::schema_for!(Replug)),
+    ]
 }
 
 impl LossRegistry {

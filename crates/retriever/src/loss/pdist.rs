@@ -13,8 +13,9 @@ use serde::{Deserialize, Serialize};
 
 use super::{kl_divergence, log_target, LmSignal, LossBatch, LossError, LossParams, RetrieverLoss};
 
-/// The `pdist` loss.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// The `pdist` loss: Atlas' perplexity distillation, `KL(p_PDist ‖ p_R)` with
+/// `p_PDist(d_k) = softmax_k(mean-token log p_LM(y | d_k ∘ x) / τ)`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct PerplexityDistillation {
     /// τ of the target softmax.

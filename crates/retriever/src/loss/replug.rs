@@ -15,8 +15,8 @@ use serde::{Deserialize, Serialize};
 
 use super::{kl_divergence, log_target, LossBatch, LossError, LossParams, RetrieverLoss};
 
-/// The `replug` loss.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// The `replug` loss: REPLUG's `KL(P_R ‖ Q)` with `Q(d_k) = softmax_k(P_LM(y | d_k ∘ x) / β)`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct Replug {
     /// β, the temperature of the LM target.
