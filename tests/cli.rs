@@ -1281,6 +1281,96 @@ fn the_recipe_search_mode_is_used_by_training_and_eval() {
     );
 }
 
+/// A recipe named by its bare file name (`radit train recipe.toml` in its folder) resolves
+/// its relative paths against that folder, like any other recipe path.
+#[test]
+fn a_recipe_given_by_its_bare_file_name_loads() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("recipe.toml"),
+        "output_dir = \"runs/x\"\n[generator]\nmodel = \"g\"\n[retriever]\nencoder = \"e\"\n\
+         [docstore]\ncorpus = \"c.jsonl\"\n[data]\ntrain = \"t.jsonl\"\nmax_len = 8\n\
+         batch_size = 1\n[stages.lm_ft.train]\nlr = 1e-4\nmax_steps = 1\n\
+         schedule = { kind = \"constant\" }\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_radit"))
+        .args(["recipe", "show", "recipe.toml"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let root = dir.path().canonicalize().unwrap();
+    assert!(
+        shown.contains(&format!("{}/runs/x", root.display()))
+            || shown.contains(&format!("{}/runs/x", dir.path().display())),
+        "{shown}"
+    );
+}
+
+/// SIGTERM while the models load (nothing unsaved yet) ends the run at once with the
+/// "resume me" status, instead of after the load; `--resume` then starts it.
+#[test]
+fn a_signal_while_loading_exits_at_once_and_the_run_resumes() {
+    let Some(root) = assets() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let recipe = tiny_recipe(dir.path(), &root);
+    let recipe = recipe.to_str().unwrap();
+    let run = dir.path().join("run");
+    let run_s = run.to_str().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_radit"))
+        .args(["train", recipe, "--output-dir", run_s])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // The resolved recipe is written just before the first model loads.
+    let start = std::time::Instant::now();
+    while !run.join("recipe.toml").is_file() {
+        assert!(child.try_wait().unwrap().is_none(), "train ended early");
+        assert!(start.elapsed().as_secs() < 120, "no run directory");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let sent = std::time::Instant::now();
+    assert!(Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success());
+    let status = child.wait().unwrap();
+    let took = sent.elapsed();
+    assert_eq!(status.code(), Some(75), "SIGTERM while loading: {status:?}");
+    assert!(took.as_secs_f64() < 2.0, "exit took {took:?}");
+    assert!(
+        !run.join("lm_ft/checkpoints").exists(),
+        "the signal arrived after loading; the test did not test loading"
+    );
+    // "Resume me" holds: the interrupted run continues (here for one step).
+    let out = radit(
+        &[
+            "train",
+            recipe,
+            "--output-dir",
+            run_s,
+            "--resume",
+            "--set",
+            "stages.lm_ft.train.max_steps=1",
+        ],
+        &[],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(run.join("lm_ft/final").is_dir());
+}
+
 /// A run directory is never silently reused: a SIGTERMed run exits with the documented
 /// "resume me" status; a plain `train` into it is refused; `--resume` with a setting that
 /// breaks exact resume is refused, with a resumable one it is recorded; `--overwrite` clears

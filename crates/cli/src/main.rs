@@ -207,9 +207,9 @@ fn device(arg: DeviceArg) -> Device {
     }
 }
 
-/// Exit status of a run a signal stopped after saving a checkpoint: "preempted, resume me"
-/// (EX_TEMPFAIL from sysexits.h: temporary failure, try again).
-const EXIT_INTERRUPTED: u8 = 75;
+/// Exit status of a run a signal stopped after saving a checkpoint: "preempted, resume me",
+/// the status a signal outside a training loop exits with too.
+const EXIT_INTERRUPTED: u8 = radit_train::signals::EXIT_RESUMABLE as u8;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();

@@ -172,6 +172,7 @@ mod trainer {
             best_metric: BestMetric::default(),
             early_stopping_patience: None,
             divergence: Default::default(),
+            optimizer_state_dtype: Default::default(),
         }
     }
 

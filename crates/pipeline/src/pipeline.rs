@@ -236,6 +236,9 @@ impl Pipeline {
         let builtins = self.builtin_stages();
         let stages = self.resolve(&names, &builtins)?;
         self.check_loss()?;
+        // Before any model loads: a signal while loading ends the process at once (nothing
+        // is unsaved yet), one during training saves a checkpoint first.
+        let stop = radit_train::signals::install()?;
         let run = RunDir::new(&recipe.output_dir);
         self.claim(&run, &names)?;
         std::fs::create_dir_all(run.root()).map_err(|e| PipelineError::io(run.root(), e))?;
@@ -250,7 +253,6 @@ impl Pipeline {
         })?;
         let (train, dev) = load_data(recipe)?;
         let builder = prompt_builder(recipe, &generator.tokenizer)?;
-        let stop = radit_train::signals::install()?;
         let ctx = Context {
             recipe,
             run: &run,

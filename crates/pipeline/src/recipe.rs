@@ -50,9 +50,12 @@ impl Recipe {
     pub fn load(path: &Path, sets: &[String]) -> Result<Self> {
         let (mut recipe, _) = radit_train::recipe::load_recipe::<Recipe>(path, sets)?;
         let io = |e| crate::PipelineError::io(path, e);
-        let file_dir = normalize_path(
-            &std::path::absolute(path.parent().unwrap_or(Path::new(""))).map_err(io)?,
-        );
+        // `recipe.toml` alone has the empty parent: the current directory.
+        let parent = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let file_dir = normalize_path(&std::path::absolute(parent).map_err(io)?);
         let cwd = std::env::current_dir().map_err(io)?;
         let set_keys: Vec<&str> = sets
             .iter()

@@ -20,6 +20,8 @@ pub const RESUMABLE_CHANGES: &[&str] = &[
     "stages.*.train.keep_last",
     "stages.*.train.eval_every",
     "stages.*.train.early_stopping_patience",
+    // Only how later checkpoints store the moments; any stored form is read back.
+    "stages.*.train.optimizer_state_dtype",
     "stages.r_ft.eval_depth",
     "logging.*",
     "data.dev",

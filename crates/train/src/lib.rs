@@ -18,6 +18,7 @@
 pub mod checkpoint;
 pub mod guard;
 pub mod metrics;
+pub mod optim_state;
 pub mod recipe;
 pub mod schedule;
 pub mod signals;

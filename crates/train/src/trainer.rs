@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use crate::checkpoint::{BestMetric, CheckpointManager, Retention};
 use crate::guard::{DivergenceConfig, DivergenceError, LossGuard, Streaks};
 use crate::metrics::MetricLogger;
+use crate::optim_state::{self, StateDtype};
 use crate::schedule::{validate_peak_lr, LrSchedule, ScheduleError};
 use crate::signals::StopFlag;
 
@@ -243,6 +244,12 @@ pub struct TrainConfig {
     /// 0 for 20 steps in a row); see [`DivergenceConfig`].
     #[serde(default)]
     pub divergence: DivergenceConfig,
+    /// How checkpoints store the optimizer state (AdamW's moments, two thirds of a
+    /// checkpoint): `f32` (resume is bitwise exact) or `bf16` (half that share; a resumed
+    /// run continues from moments rounded to bf16, close to but not bitwise equal to an
+    /// uninterrupted one). f16 is not offered: it flushes the tiny second moments to 0.
+    #[serde(default)]
+    pub optimizer_state_dtype: StateDtype,
 }
 
 impl TrainConfig {
@@ -546,6 +553,8 @@ fn run_loop<M: Module>(
         stop,
         mut evaluate,
     } = run;
+    // From here a signal means "save at the next step boundary", not "exit now".
+    let _saving = stop.map(StopFlag::save_on_signal);
     // The loop decides the best itself (it also drives early stopping) and copies it to
     // `checkpoints/best` explicitly: one decision, consistent with `state.best` even after a
     // resume from an older checkpoint, so the manager's own best-by-metric stays off.
@@ -570,8 +579,11 @@ fn run_loop<M: Module>(
             model = model
                 .try_load_record(record)
                 .map_err(|e| state_err("model state", e))?;
+            let stored = Bytes::from_bytes_vec(ckpt.read("optimizer.bpk")?);
             optim = optim
-                .from_bytes(Bytes::from_bytes_vec(ckpt.read("optimizer.bpk")?))
+                .from_bytes(
+                    optim_state::decode(stored).map_err(|e| state_err("optimizer state", e))?,
+                )
                 .map_err(|e| state_err("optimizer state", e))?;
             objective
                 .restore(&ckpt.read("data.bin")?)
@@ -713,7 +725,11 @@ fn run_loop<M: Module>(
             guard.check_params(step, finite_probe(&model), lr, grad_norm)?;
             let optim_bytes = optim
                 .into_bytes()
-                .map_err(|e| state_err("optimizer state", e))?
+                .map_err(|e| state_err("optimizer state", e))
+                .and_then(|b| {
+                    optim_state::encode(b, config.optimizer_state_dtype)
+                        .map_err(|e| state_err("optimizer state", e))
+                })?
                 .to_vec();
             let dir = save(
                 &mut manager,
@@ -911,6 +927,7 @@ mod tests {
             best_metric: BestMetric::default(),
             early_stopping_patience: None,
             divergence: DivergenceConfig::default(),
+            optimizer_state_dtype: StateDtype::F32,
         }
     }
 
@@ -1495,6 +1512,53 @@ mod tests {
         assert_eq!(values(&ours), values(&theirs));
         assert_eq!(ours_state.losses, theirs_state.losses);
         assert_ne!(values(&ours), values(&weights()));
+    }
+
+    #[test]
+    fn bf16_optimizer_state_is_stored_narrow_and_resumes_close_to_the_straight_run() {
+        let mut cfg = config(6);
+        cfg.optimizer_state_dtype = StateDtype::Bf16;
+        let straight = tempfile::tempdir().unwrap();
+        let (expected, expected_state, _) = run(straight.path(), &cfg, false).unwrap();
+        let split = tempfile::tempdir().unwrap();
+        let mut first = cfg.clone();
+        first.max_steps = 3;
+        run(split.path(), &first, false).unwrap();
+        // The stored moments are bf16 (2 bytes per value), the step counter untouched.
+        let pack =
+            std::fs::read(split.path().join("checkpoints/step-00000003/optimizer.bpk")).unwrap();
+        let reader = burn_pack::Reader::from_bytes(Bytes::from_bytes_vec(pack)).unwrap();
+        let tensors = reader.into_tensors().unwrap();
+        let moments: Vec<_> = tensors
+            .iter()
+            .filter(|t| t.name.contains("moment"))
+            .collect();
+        assert!(
+            !moments.is_empty(),
+            "{:?}",
+            tensors.iter().map(|t| &t.name).collect::<Vec<_>>()
+        );
+        for t in &moments {
+            assert_eq!(t.dtype, burn_pack::DType::BF16, "{}", t.name);
+            assert_eq!(t.byte_len(), 3 * 2, "{}", t.name);
+        }
+        let (resumed, resumed_state, _) = run(split.path(), &cfg, true).unwrap();
+        assert_eq!(resumed_state.losses[..3], expected_state.losses[..3]);
+        for (a, b) in values(&resumed).iter().zip(values(&expected)) {
+            assert!((a - b).abs() < 1e-2, "{a} vs {b}");
+        }
+        // An f32 run's checkpoint holds the optimizer's own f32 state.
+        let plain = tempfile::tempdir().unwrap();
+        run(plain.path(), &config(2), false).unwrap();
+        let pack =
+            std::fs::read(plain.path().join("checkpoints/step-00000002/optimizer.bpk")).unwrap();
+        let reader = burn_pack::Reader::from_bytes(Bytes::from_bytes_vec(pack)).unwrap();
+        assert!(reader
+            .into_tensors()
+            .unwrap()
+            .iter()
+            .filter(|t| t.name.contains("moment"))
+            .all(|t| t.dtype == burn_pack::DType::F32));
     }
 
     #[test]
