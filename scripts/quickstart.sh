@@ -13,7 +13,7 @@ K=${K:-3}
 ./scripts/fetch-assets.sh
 cargo build --release -p radit
 RADIT=target/release/radit
-"$RADIT" train recipes/quickstart.toml --output-dir "$OUT" --resume
+"$RADIT" train recipes/quickstart.toml --output-dir "$OUT" --resume auto
 for which in base fine-tuned; do
   flag=$([ "$which" = base ] && echo --base || true)
   [ -f "$OUT/eval-$which.json" ] || "$RADIT" eval --checkpoint "$OUT" $flag --mode ensemble \

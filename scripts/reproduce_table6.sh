@@ -37,9 +37,9 @@ fi
 common=(--set "docstore.index=\"$INDEX\"" --set "data.train=\"$OUT/data/train.jsonl\""
         --set "data.dev=\"$OUT/data/heldout.jsonl\"")
 # Both stages: LM-ft, then R-ft supervised by the fine-tuned generator.
-"$RADIT" train recipes/smollm2-minilm-qa.toml --output-dir "$OUT/both" --resume "${common[@]}"
+"$RADIT" train recipes/smollm2-minilm-qa.toml --output-dir "$OUT/both" --resume auto "${common[@]}"
 # R-ft only: supervised by the base generator.
-"$RADIT" train recipes/smollm2-minilm-qa.toml --output-dir "$OUT/r_ft_only" --resume "${common[@]}" \
+"$RADIT" train recipes/smollm2-minilm-qa.toml --output-dir "$OUT/r_ft_only" --resume auto "${common[@]}" \
   --set 'stages.order=["r_ft"]'
 # LM-ft only: the first stage of the run above, without its R-ft.
 mkdir -p "$OUT/lm_ft_only"

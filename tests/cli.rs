@@ -1384,8 +1384,19 @@ fn a_run_directory_is_never_silently_reused() {
     let run = dir.path().join("run");
     let run_s = run.to_str().unwrap();
 
+    // Plain `--resume` needs a run to resume: a mistyped directory is not a fresh start.
+    let out = radit(&["train", recipe, "--output-dir", run_s, "--resume"], &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("--resume auto"),
+        "{err}"
+    );
+    assert!(!run.join("recipe.toml").exists());
+
+    // `--resume auto` starts the run (a cluster job's first start); SIGUSR1, SLURM's warning
+    // before the time limit, saves a checkpoint and exits "resume me".
     let mut child = Command::new(env!("CARGO_BIN_EXE_radit"))
-        .args(["train", recipe, "--output-dir", run_s])
+        .args(["train", recipe, "--output-dir", run_s, "--resume", "auto"])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -1394,19 +1405,19 @@ fn a_run_directory_is_never_silently_reused() {
     wait_for_checkpoint(&mut child, &first);
     let pid = child.id().to_string();
     assert!(Command::new("kill")
-        .args(["-TERM", &pid])
+        .args(["-USR1", &pid])
         .status()
         .unwrap()
         .success());
     let status = child.wait().unwrap();
     assert!(
         !run.join("lm_ft/final").exists(),
-        "the run finished before SIGTERM"
+        "the run finished before SIGUSR1"
     );
     assert_eq!(
         status.code(),
         Some(75),
-        "SIGTERM after a checkpoint: {status:?}"
+        "SIGUSR1 after a checkpoint: {status:?}"
     );
 
     let steps = |run: &std::path::Path| -> Vec<String> {

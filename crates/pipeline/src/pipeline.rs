@@ -35,10 +35,24 @@ use crate::stage::{AnyStage, BuiltinStage, Context, Models};
 pub struct Pipeline {
     recipe: Recipe,
     device: Device,
-    resume: bool,
+    resume: Resume,
     overwrite: bool,
     losses: LossRegistry,
     custom: Vec<Box<dyn AnyStage>>,
+}
+
+/// Whether a run continues one already in its output directory.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Resume {
+    /// Start a new run; a directory that holds one is refused (unless overwritten).
+    #[default]
+    No,
+    /// Continue the run in the directory (`--resume`); refused when it holds none, so a
+    /// mistyped `--output-dir` does not silently start from scratch.
+    Existing,
+    /// Continue the run when the directory holds one and start it when not (`--resume
+    /// auto`): one command line for the first start and every requeue of a cluster job.
+    Auto,
 }
 
 /// What a pipeline run reports.
@@ -60,15 +74,15 @@ impl Pipeline {
         Self {
             recipe,
             device,
-            resume: false,
+            resume: Resume::No,
             overwrite: false,
             losses: LossRegistry::builtin(),
             custom: Vec::new(),
         }
     }
 
-    /// Continue the newest valid checkpoint and skip completed stages.
-    pub fn resume(mut self, resume: bool) -> Self {
+    /// Continue the newest valid checkpoint and skip completed stages (see [`Resume`]).
+    pub fn resume(mut self, resume: Resume) -> Self {
         self.resume = resume;
         self
     }
@@ -184,6 +198,14 @@ impl Pipeline {
     /// only [`resume::RESUMABLE_CHANGES`], which are recorded) or overwriting (cleared first).
     fn claim(&self, run: &RunDir, names: &[String]) -> Result<()> {
         if !run.holds_run() {
+            if self.resume == Resume::Existing {
+                return Err(PipelineError::RunDir {
+                    path: run.root().to_path_buf(),
+                    message: "holds no run to resume (no recipe.toml): check --output-dir, or \
+                              pass --resume auto to start the run when there is none"
+                        .into(),
+                });
+            }
             return Ok(());
         }
         if self.overwrite {
@@ -193,7 +215,7 @@ impl Pipeline {
             );
             return run.clear(names);
         }
-        if !self.resume {
+        if self.resume == Resume::No {
             return Err(PipelineError::RunDir {
                 path: run.root().to_path_buf(),
                 message: "already holds a run: pass --resume to continue it, or --overwrite to \
@@ -256,7 +278,7 @@ impl Pipeline {
         let ctx = Context {
             recipe,
             run: &run,
-            resume: self.resume,
+            resume: self.resume != Resume::No,
             resolved: &resolved,
             embedder: &embedder,
             store: &store,

@@ -1,5 +1,6 @@
-//! SIGTERM/SIGINT as a process-wide "stop requested" flag that the training loop polls
-//! between steps to save a checkpoint and exit cleanly.
+//! SIGTERM, SIGINT and SIGUSR1 (what `sbatch --signal=B:USR1@120` sends before a job's time
+//! limit) as a process-wide "stop requested" flag that the training loop polls between steps
+//! to save a checkpoint and exit cleanly.
 //!
 //! Outside a training loop there is nothing unsaved to lose (loading models, building
 //! instances, scoring R-ft targets, dev evaluation before training: all redone or cached on
@@ -7,13 +8,13 @@
 //! letting minutes of loading finish first. Inside a loop (while a [`SaveOnSignal`] guard
 //! lives) the first signal only sets the flag and the loop saves at the next step boundary;
 //! a second one while the flag is still set exits at once (status 130 for SIGINT, 143 for
-//! SIGTERM), so a stuck save can still be interrupted from the keyboard.
+//! SIGTERM, 138 for SIGUSR1), so a stuck save can still be interrupted from the keyboard.
 
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR1};
 
 /// Exit status of a process a signal stopped with nothing lost: "preempted, resume me"
 /// (EX_TEMPFAIL from sysexits.h: temporary failure, try again). A rerun with `--resume`
@@ -31,7 +32,7 @@ pub struct StopFlag {
 
 /// The signal handlers could not be installed.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot install the SIGTERM/SIGINT handlers: {0}")]
+#[error("cannot install the SIGTERM/SIGINT/SIGUSR1 handlers: {0}")]
 pub struct SignalError(#[source] pub Arc<io::Error>);
 
 static FLAG: OnceLock<Result<StopFlag, SignalError>> = OnceLock::new();
@@ -70,6 +71,7 @@ pub fn install() -> Result<StopFlag, SignalError> {
         };
         register(SIGTERM, 128 + SIGTERM)
             .and_then(|()| register(SIGINT, 128 + SIGINT))
+            .and_then(|()| register(SIGUSR1, 128 + SIGUSR1))
             .map_err(|e| SignalError(Arc::new(e)))?;
         Ok(flag)
     })
@@ -77,7 +79,8 @@ pub fn install() -> Result<StopFlag, SignalError> {
 }
 
 impl StopFlag {
-    /// Whether SIGTERM or SIGINT has arrived since installation or the last [`StopFlag::clear`].
+    /// Whether SIGTERM, SIGINT or SIGUSR1 has arrived since installation or the last
+    /// [`StopFlag::clear`].
     pub fn requested(&self) -> bool {
         self.requested.load(Ordering::SeqCst)
     }
@@ -90,6 +93,7 @@ impl StopFlag {
         match self.signal.load(Ordering::SeqCst) as i32 {
             SIGTERM => Some("SIGTERM"),
             SIGINT => Some("SIGINT"),
+            SIGUSR1 => Some("SIGUSR1"),
             _ => Some("signal"),
         }
     }

@@ -18,6 +18,11 @@ fn sigterm_sets_the_flag_and_does_not_kill() {
     assert!(!flag.requested());
     signal_hook::low_level::raise(signal_hook::consts::SIGINT).expect("raise");
     assert_eq!(flag.signal_name(), Some("SIGINT"));
+    flag.clear();
+    // SLURM's warning before the time limit (`sbatch --signal=B:USR1@120`) is a stop too.
+    signal_hook::low_level::raise(signal_hook::consts::SIGUSR1).expect("raise");
+    assert!(flag.requested());
+    assert_eq!(flag.signal_name(), Some("SIGUSR1"));
     // A second signal now would exit the process (that is the point); stop here.
     flag.clear();
 }
