@@ -1685,3 +1685,202 @@ fn recipes_are_discoverable_and_validated_all_at_once() {
         );
     }
 }
+
+/// A one-node SLURM cluster started by `scripts/slurm/local-cluster.sh` for one test; stopped
+/// when dropped, also when the test fails.
+struct LocalSlurm {
+    dir: PathBuf,
+}
+
+impl LocalSlurm {
+    /// Starts the cluster under `dir`, or `None` (with the reason printed) when SLURM is not
+    /// installed or cannot run here. With `RADIT_REQUIRE_SLURM=1` (CI) that is a failure.
+    fn start(dir: &std::path::Path) -> Option<Self> {
+        let required = std::env::var("RADIT_REQUIRE_SLURM").as_deref() == Ok("1");
+        let script = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../scripts/slurm/local-cluster.sh"
+        );
+        let installed = Command::new("sh")
+            .args(["-c", "command -v sbatch slurmctld slurmd munged"])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if !installed {
+            assert!(
+                !required,
+                "RADIT_REQUIRE_SLURM=1 but SLURM is not installed"
+            );
+            eprintln!("skipped: SLURM (slurm-wlm, munge) is not installed");
+            return None;
+        }
+        let out = Command::new(script)
+            .args(["start", dir.to_str().unwrap()])
+            .output()
+            .unwrap();
+        if !out.status.success() {
+            let why = String::from_utf8_lossy(&out.stderr).into_owned();
+            assert!(!required, "the local SLURM cluster did not start:\n{why}");
+            eprintln!("skipped: the local SLURM cluster did not start:\n{why}");
+            return None;
+        }
+        Some(Self {
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    fn conf(&self) -> PathBuf {
+        self.dir.join("slurm.conf")
+    }
+
+    /// A SLURM command against this cluster; its stdout.
+    fn run(&self, program: &str, args: &[&str]) -> String {
+        let out = Command::new(program)
+            .args(args)
+            .env("SLURM_CONF", self.conf())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{program} {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// `KEY=VALUE` of `scontrol show job`.
+    fn job_field(&self, job: &str, key: &str) -> Option<String> {
+        let text = self.run("scontrol", &["show", "job", job]);
+        text.split_whitespace()
+            .find_map(|kv| kv.strip_prefix(&format!("{key}=")).map(str::to_string))
+    }
+
+    /// The daemons' logs, for failure messages.
+    fn logs(&self) -> String {
+        ["slurmctld.log", "slurmd.log"]
+            .iter()
+            .map(|f| std::fs::read_to_string(self.dir.join("log").join(f)).unwrap_or_default())
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// Waits until `done` holds for the job, failing after ten minutes.
+    fn wait_job(&self, job: &str, what: &str, done: impl Fn(&Self) -> bool) {
+        let start = std::time::Instant::now();
+        while !done(self) {
+            assert!(
+                start.elapsed().as_secs() < 600,
+                "job {job}: no {what} after 10 minutes"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+    }
+}
+
+impl Drop for LocalSlurm {
+    fn drop(&mut self) {
+        let script = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../scripts/slurm/local-cluster.sh"
+        );
+        let _ = Command::new(script)
+            .args(["stop", self.dir.to_str().unwrap()])
+            .status();
+    }
+}
+
+/// A training job under a real SLURM (`scripts/slurm/train.sbatch`): preempted with SIGUSR1
+/// after its first checkpoint, it saves, exits 75 and requeues itself; the requeued job runs
+/// the same command line, resumes, and ends with weights and losses bitwise equal to an
+/// uninterrupted run.
+#[test]
+fn a_preempted_slurm_job_requeues_and_ends_bitwise_equal() {
+    let Some(root) = assets() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let Some(slurm) = LocalSlurm::start(&dir.path().join("slurm")) else {
+        return;
+    };
+    let started = std::time::Instant::now();
+    let recipe = tiny_recipe(dir.path(), &root);
+    let recipe = recipe.to_str().unwrap();
+    let straight = dir.path().join("straight");
+    let out = radit(
+        &["train", recipe, "--output-dir", straight.to_str().unwrap()],
+        &[],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let run = dir.path().join("slurm-run");
+    let sbatch = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../scripts/slurm/train.sbatch"
+    );
+    let out = Command::new("sbatch")
+        .args([
+            "--parsable",
+            sbatch,
+            recipe,
+            "--output-dir",
+            run.to_str().unwrap(),
+        ])
+        .current_dir(dir.path())
+        .env("SLURM_CONF", slurm.conf())
+        .env("RADIT", env!("CARGO_BIN_EXE_radit"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let job = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let log = dir.path().join(format!("radit-radit-train-{job}.log"));
+
+    let first = run.join("lm_ft/checkpoints/step-00000002/manifest.json");
+    slurm.wait_job(&job, "first checkpoint", |_| first.is_file());
+    // What a preemption notice or the time-limit warning delivers.
+    slurm.run("scancel", &["--signal=USR1", "--batch", &job]);
+    slurm.wait_job(&job, "requeue", |s| {
+        s.job_field(&job, "Restarts").as_deref() == Some("1")
+            && s.job_field(&job, "JobState").as_deref() == Some("PENDING")
+    });
+    // The requeued job starts again once its old credential has expired (10 s here).
+    slurm.wait_job(&job, "completion", |s| {
+        matches!(
+            s.job_field(&job, "JobState").as_deref(),
+            Some("COMPLETED" | "FAILED" | "CANCELLED" | "TIMEOUT")
+        )
+    });
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert_eq!(
+        slurm.job_field(&job, "JobState").as_deref(),
+        Some("COMPLETED"),
+        "{text}\n{}",
+        slurm.logs()
+    );
+    assert_eq!(slurm.job_field(&job, "ExitCode").as_deref(), Some("0:0"));
+    assert!(
+        text.contains("attempt 1") && text.contains("attempt 2"),
+        "{text}"
+    );
+    assert!(text.contains("requeueing"), "{text}");
+    let resumed = text
+        .lines()
+        .find(|l| l.contains("resuming at step"))
+        .unwrap_or_else(|| panic!("the requeued job did not resume:\n{text}"));
+    eprintln!(
+        "slurm job {job}: preempted, requeued, {}; {:.0} s in all",
+        resumed.trim(),
+        started.elapsed().as_secs_f64()
+    );
+    let (a_state, a_weights) = final_state(&straight, "lm_ft");
+    let (b_state, b_weights) = final_state(&run, "lm_ft");
+    assert_eq!(a_state["losses"], b_state["losses"]);
+    assert!(
+        a_weights == b_weights,
+        "final weights differ after the requeue"
+    );
+}
