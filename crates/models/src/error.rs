@@ -44,6 +44,29 @@ pub enum ModelError {
         /// What is wrong.
         message: String,
     },
+    /// A PyTorch checkpoint (`pytorch_model.bin`) is malformed, truncated or holds a tensor
+    /// radit cannot read.
+    #[error("{path}: invalid PyTorch checkpoint: {message}")]
+    Pytorch {
+        /// The file involved.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// A PyTorch checkpoint's pickle imports a callable outside the tensor-rebuild allowlist
+    /// (under Python, unpickling it could run arbitrary code). Nothing was executed.
+    #[error(
+        "{path}: refusing to load this PyTorch checkpoint: its pickle calls `{callable}`, \
+         which is not a tensor, storage or OrderedDict constructor; radit parses pickles and \
+         never executes them, and loads only plain state dicts (convert the weights to \
+         safetensors if you trust them)"
+    )]
+    UnsafePickle {
+        /// The file involved.
+        path: PathBuf,
+        /// The module-qualified name the pickle imports (`posix.system`, `builtins.eval`).
+        callable: String,
+    },
     /// A GGUF file is malformed, truncated or uses an unsupported tensor type.
     #[error(transparent)]
     Gguf(#[from] GgufError),

@@ -26,6 +26,7 @@ pub mod init;
 pub mod layers;
 pub mod llama;
 pub mod loader;
+pub mod pytorch;
 pub mod source;
 pub mod tokenizer;
 pub mod weights;

@@ -13,7 +13,7 @@ use crate::layers::to_host;
 use crate::llama::Llama;
 use crate::source::{resolve, ResolvedSource};
 use crate::tokenizer::{EncodeOptions, TextTokenizer};
-use crate::weights::{GgufLlamaSource, SafetensorsSource, TensorSource};
+use crate::weights::{GgufLlamaSource, TensorSource, WeightsSource};
 
 /// A decoder and its tokenizer.
 #[derive(Debug)]
@@ -39,7 +39,7 @@ pub struct Encoder {
     pub max_length: usize,
     /// Where the encoder was loaded from.
     pub source: String,
-    /// Hash of the weight files (see [`SafetensorsSource::content_hash`]); empty when unknown.
+    /// Hash of the weight files (see [`WeightsSource::content_hash`]); empty when unknown.
     pub weights_hash: String,
 }
 
@@ -52,7 +52,8 @@ impl Generator {
         }
     }
 
-    /// Loads `config.json`, safetensors weights and `tokenizer.json` from a directory.
+    /// Loads `config.json`, the weights (safetensors, else `pytorch_model.bin`; see
+    /// [`WeightsSource::open_dir`]) and `tokenizer.json` from a directory.
     pub fn load_dir(dir: &Path, device: &Device) -> Result<Self> {
         let config_path = dir.join("config.json");
         let config = LlamaConfig::from_json(&config_path, &read_config_json(&config_path)?)?;
@@ -61,7 +62,7 @@ impl Generator {
         for &id in &config.eos_token_ids {
             tokenizer.add_stop_id(id);
         }
-        let source = SafetensorsSource::open_dir(dir)?;
+        let source = WeightsSource::open_dir(dir)?;
         let model = Llama::load(&source, config, device)?;
         Ok(Self { model, tokenizer })
     }
@@ -269,13 +270,13 @@ impl Encoder {
             }
             ResolvedSource::Gguf(file) => Err(ModelError::Source {
                 source_spec: file.display().to_string(),
-                message: "encoders are loaded from safetensors directories, not GGUF".into(),
+                message: "encoders are loaded from model directories (safetensors or pytorch_model.bin), not GGUF".into(),
             }),
         }
     }
 
-    /// Loads `config.json`, safetensors weights, `tokenizer.json` and sentence-transformers
-    /// settings from a directory.
+    /// Loads `config.json`, the weights (safetensors, else `pytorch_model.bin`),
+    /// `tokenizer.json` and sentence-transformers settings from a directory.
     pub fn load_dir(dir: &Path, device: &Device) -> Result<Self> {
         let config_path = dir.join("config.json");
         let config = BertConfig::from_json(&config_path, &read_config_json(&config_path)?)?;
@@ -286,7 +287,7 @@ impl Encoder {
             .or(tokenizer.model_max_length())
             .unwrap_or(512)
             .min(config.max_position_embeddings);
-        let source = SafetensorsSource::open_dir(dir)?;
+        let source = WeightsSource::open_dir(dir)?;
         let model = Bert::load(&source as &dyn TensorSource, config, device)?;
         Ok(Self {
             model,

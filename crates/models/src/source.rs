@@ -8,7 +8,8 @@ use crate::error::{ModelError, Result};
 /// A model location, resolved to files on this machine.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ResolvedSource {
-    /// A directory with `config.json`, safetensors weights and `tokenizer.json`.
+    /// A directory with `config.json`, weights (safetensors or `pytorch_model.bin`) and
+    /// `tokenizer.json`.
     Dir(PathBuf),
     /// A single GGUF file (weights, config and tokenizer in its metadata).
     Gguf(PathBuf),
@@ -91,7 +92,7 @@ pub fn resolve_with(spec: &str, hub: &HubOptions) -> Result<ResolvedSource> {
         } else {
             Err(ModelError::Source {
                 source_spec: spec.into(),
-                message: "a model file must be a .gguf file; safetensors models are given as their directory".into(),
+                message: "a model file must be a .gguf file; safetensors and pytorch_model.bin models are given as their directory".into(),
             })
         };
     }
@@ -135,28 +136,39 @@ pub fn resolve_with(spec: &str, hub: &HubOptions) -> Result<ResolvedSource> {
     }
 }
 
+/// Fetches a repo's weights: `model.safetensors` or its sharded index, else (for repos that
+/// ship only PyTorch checkpoints) `pytorch_model.bin` or its sharded index. The first error is
+/// reported when none is there.
 fn fetch_weights(fetch: &dyn Fn(&str) -> Result<PathBuf>) -> Result<()> {
     let single = fetch("model.safetensors");
     if single.is_ok() {
         return Ok(());
     }
-    let Ok(index) = fetch("model.safetensors.index.json") else {
-        return single.map(|_| ());
-    };
-    let text = std::fs::read_to_string(&index).map_err(|e| ModelError::io(&index, e))?;
-    let value: serde_json::Value =
-        serde_json::from_str(&text).map_err(|e| ModelError::Safetensors {
-            path: index.clone(),
-            message: e.to_string(),
-        })?;
-    let mut shards: Vec<&str> = value
-        .get("weight_map")
-        .and_then(|m| m.as_object())
-        .map(|m| m.values().filter_map(|v| v.as_str()).collect())
-        .unwrap_or_default();
-    shards.sort_unstable();
-    shards.dedup();
-    for shard in shards {
+    if let Ok(index) = fetch("model.safetensors.index.json") {
+        return fetch_shards(fetch, &index, |path, message| ModelError::Safetensors {
+            path,
+            message,
+        });
+    }
+    if fetch(crate::pytorch::PYTORCH_FILE).is_ok() {
+        return Ok(());
+    }
+    if let Ok(index) = fetch(crate::pytorch::PYTORCH_INDEX) {
+        return fetch_shards(fetch, &index, |path, message| ModelError::Pytorch {
+            path,
+            message,
+        });
+    }
+    single.map(|_| ())
+}
+
+/// Fetches every shard a sharded checkpoint's index names.
+fn fetch_shards(
+    fetch: &dyn Fn(&str) -> Result<PathBuf>,
+    index: &Path,
+    bad: impl Fn(PathBuf, String) -> ModelError,
+) -> Result<()> {
+    for shard in crate::weights::read_weight_map(index, bad)?.keys() {
         fetch(shard)?;
     }
     Ok(())
@@ -227,6 +239,43 @@ mod tests {
         assert_eq!(
             resolve_with("acme/tiny:m.gguf", &hub).unwrap(),
             ResolvedSource::Gguf(snap.join("m.gguf"))
+        );
+    }
+
+    #[test]
+    fn hub_repo_with_only_pytorch_weights_resolves() {
+        let cache = tempfile::tempdir().unwrap();
+        let repo = cache.path().join("models--acme--legacy");
+        write(&repo.join("refs/main"), "def456");
+        let snap = repo.join("snapshots/def456");
+        let hub = HubOptions {
+            cache_dir: cache.path().to_path_buf(),
+            offline: true,
+        };
+        for f in ["config.json", "tokenizer.json"] {
+            write(&snap.join(f), "{}");
+        }
+        // No weights at all: the safetensors miss is what the error reports.
+        let err = resolve_with("acme/legacy", &hub).unwrap_err().to_string();
+        assert!(err.contains("model.safetensors"), "{err}");
+        write(&snap.join("pytorch_model.bin"), "x");
+        assert_eq!(
+            resolve_with("acme/legacy", &hub).unwrap(),
+            ResolvedSource::Dir(snap.clone())
+        );
+        // A sharded PyTorch checkpoint needs every shard its index names.
+        std::fs::remove_file(snap.join("pytorch_model.bin")).unwrap();
+        write(
+            &snap.join("pytorch_model.bin.index.json"),
+            r#"{"weight_map": {"a": "pytorch_model-00001-of-00002.bin", "b": "pytorch_model-00002-of-00002.bin"}}"#,
+        );
+        write(&snap.join("pytorch_model-00001-of-00002.bin"), "x");
+        let err = resolve_with("acme/legacy", &hub).unwrap_err().to_string();
+        assert!(err.contains("pytorch_model-00002-of-00002.bin"), "{err}");
+        write(&snap.join("pytorch_model-00002-of-00002.bin"), "x");
+        assert_eq!(
+            resolve_with("acme/legacy", &hub).unwrap(),
+            ResolvedSource::Dir(snap)
         );
     }
 

@@ -1,4 +1,5 @@
-//! Checkpoint readers: named f32 tensors from safetensors (single or sharded) and GGUF files.
+//! Checkpoint readers: named f32 tensors from safetensors or PyTorch checkpoints (single or
+//! sharded) and GGUF files.
 //!
 //! Model builders ask for tensors by their Hugging Face name; each reader maps those names onto
 //! its own format, so one builder serves every checkpoint format.
@@ -12,6 +13,7 @@ use safetensors::{Dtype, SafeTensors};
 
 use crate::error::{ModelError, Result};
 use crate::gguf::GgufFile;
+use crate::pytorch::{PytorchSource, PYTORCH_FILE, PYTORCH_INDEX};
 
 /// A dense f32 tensor read from a checkpoint, row-major in PyTorch shape order.
 #[derive(Debug, Clone)]
@@ -82,31 +84,10 @@ impl SafetensorsSource {
                     .into(),
             });
         }
-        let text =
-            std::fs::read_to_string(&index_path).map_err(|e| ModelError::io(&index_path, e))?;
-        let value: serde_json::Value =
-            serde_json::from_str(&text).map_err(|e| ModelError::Safetensors {
-                path: index_path.clone(),
-                message: e.to_string(),
-            })?;
-        let weight_map = value
-            .get("weight_map")
-            .and_then(|m| m.as_object())
-            .ok_or_else(|| ModelError::Safetensors {
-                path: index_path.clone(),
-                message: "no `weight_map` object".into(),
-            })?;
-        let mut by_file: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        for (tensor, file) in weight_map {
-            let file = file.as_str().ok_or_else(|| ModelError::Safetensors {
-                path: index_path.clone(),
-                message: format!("weight_map entry for `{tensor}` is not a file name"),
-            })?;
-            by_file
-                .entry(file.to_owned())
-                .or_default()
-                .push(tensor.clone());
-        }
+        let by_file = read_weight_map(&index_path, |path, message| ModelError::Safetensors {
+            path,
+            message,
+        })?;
         let mut source = Self {
             name: dir.display().to_string(),
             files: Vec::new(),
@@ -212,6 +193,112 @@ impl TensorSource for SafetensorsSource {
             shape: view.shape().to_vec(),
             data,
         })
+    }
+}
+
+/// Reads a sharded checkpoint's index (`*.index.json`): shard file name → the tensors it
+/// holds. Shard names must stay inside the model directory. `bad` builds the error for the
+/// checkpoint format involved.
+pub(crate) fn read_weight_map(
+    index_path: &Path,
+    bad: impl Fn(PathBuf, String) -> ModelError,
+) -> Result<BTreeMap<String, Vec<String>>> {
+    let text = std::fs::read_to_string(index_path).map_err(|e| ModelError::io(index_path, e))?;
+    let bad = |message: String| bad(index_path.to_path_buf(), message);
+    let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
+    let weight_map = value
+        .get("weight_map")
+        .and_then(|m| m.as_object())
+        .ok_or_else(|| bad("no `weight_map` object".into()))?;
+    let mut by_file: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (tensor, file) in weight_map {
+        let file = file.as_str().ok_or_else(|| {
+            bad(format!(
+                "weight_map entry for `{tensor}` is not a file name"
+            ))
+        })?;
+        let inside = Path::new(file)
+            .components()
+            .all(|c| matches!(c, std::path::Component::Normal(_)));
+        if !inside || file.is_empty() {
+            return Err(bad(format!(
+                "weight_map entry for `{tensor}` names `{}`, which is not a file inside the model directory",
+                file.escape_debug()
+            )));
+        }
+        by_file
+            .entry(file.to_owned())
+            .or_default()
+            .push(tensor.clone());
+    }
+    Ok(by_file)
+}
+
+/// The weights of a model directory, whatever format they are in: safetensors
+/// (`model.safetensors` or its sharded index), preferred when present, else a PyTorch
+/// checkpoint (`pytorch_model.bin` or its sharded index). Both yield the same
+/// [`HostTensor`]s by Hugging Face name.
+pub enum WeightsSource {
+    /// `model.safetensors` or `model.safetensors.index.json`.
+    Safetensors(SafetensorsSource),
+    /// `pytorch_model.bin` or `pytorch_model.bin.index.json`.
+    Pytorch(PytorchSource),
+}
+
+impl WeightsSource {
+    /// Opens the weights of a model directory, safetensors first.
+    pub fn open_dir(dir: &Path) -> Result<Self> {
+        let has = |f: &str| dir.join(f).is_file();
+        if has("model.safetensors") || has("model.safetensors.index.json") {
+            SafetensorsSource::open_dir(dir).map(Self::Safetensors)
+        } else if has(PYTORCH_FILE) || has(PYTORCH_INDEX) {
+            PytorchSource::open_dir(dir).map(Self::Pytorch)
+        } else {
+            Err(ModelError::Source {
+                source_spec: dir.display().to_string(),
+                message: format!(
+                    "no model.safetensors, model.safetensors.index.json, {PYTORCH_FILE} or \
+                     {PYTORCH_INDEX} in this directory"
+                ),
+            })
+        }
+    }
+
+    /// xxh3-64 over the bytes of every weight file, in order: identifies the exact weights.
+    pub fn content_hash(&self) -> String {
+        match self {
+            Self::Safetensors(s) => s.content_hash(),
+            Self::Pytorch(s) => s.content_hash(),
+        }
+    }
+
+    /// Names of every tensor in the checkpoint, sorted.
+    pub fn names(&self) -> Box<dyn Iterator<Item = &str> + '_> {
+        match self {
+            Self::Safetensors(s) => Box::new(s.names()),
+            Self::Pytorch(s) => Box::new(s.names()),
+        }
+    }
+
+    fn inner(&self) -> &dyn TensorSource {
+        match self {
+            Self::Safetensors(s) => s,
+            Self::Pytorch(s) => s,
+        }
+    }
+}
+
+impl TensorSource for WeightsSource {
+    fn source_name(&self) -> String {
+        self.inner().source_name()
+    }
+
+    fn contains(&self, name: &str) -> bool {
+        self.inner().contains(name)
+    }
+
+    fn read(&self, name: &str) -> Result<HostTensor> {
+        self.inner().read(name)
     }
 }
 

@@ -401,3 +401,257 @@ fn packed_examples_see_only_themselves() {
     assert!(max_abs_diff(&logits[..3 * v], &alone(&a)) < 1e-5);
     assert!(max_abs_diff(&logits[3 * v..7 * v], &alone(&b)) < 1e-5);
 }
+
+// ---------------------------------------------------------------------------------------------
+// PyTorch checkpoints (fixtures from scripts/make_pytorch_fixtures.py)
+// ---------------------------------------------------------------------------------------------
+
+fn pytorch_fixture(name: &str) -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/pytorch")
+        .join(name)
+}
+
+/// A model directory with radit's own config.json and tokenizer.json for the tiny config
+/// the fixtures were made for, and no weights.
+fn config_only_dir(parent: &Path, name: &str, bert: bool) -> std::path::PathBuf {
+    let device = Device::flex();
+    let out = parent.join(name);
+    if bert {
+        let config = tiny_bert_config(50);
+        Encoder {
+            model: Bert::load(&random_bert(&config, 1), config, &device).unwrap(),
+            tokenizer: tiny_tokenizer(50),
+            pooling: Pooling::Mean,
+            normalize: true,
+            max_length: 16,
+            source: "tiny".into(),
+            weights_hash: String::new(),
+        }
+        .export(&out)
+        .unwrap();
+    } else {
+        Generator {
+            model: tiny_llama(true, &device),
+            tokenizer: tiny_tokenizer(97),
+        }
+        .export(&out)
+        .unwrap();
+    }
+    std::fs::remove_file(out.join("model.safetensors")).unwrap();
+    out
+}
+
+fn copy_in(dir: &Path, fixture: &str, as_name: &str) {
+    std::fs::copy(pytorch_fixture(fixture), dir.join(as_name)).unwrap();
+}
+
+#[test]
+fn pytorch_bin_and_safetensors_twin_give_identical_llama_logits() {
+    use radit_models::weights::{TensorSource, WeightsSource};
+    let device = Device::flex();
+    let tmp = tempfile::tempdir().unwrap();
+    let st_dir = config_only_dir(tmp.path(), "st", false);
+    copy_in(&st_dir, "llama/model.safetensors", "model.safetensors");
+    let pt_dir = config_only_dir(tmp.path(), "pt", false);
+    copy_in(&pt_dir, "llama/pytorch_model.bin", "pytorch_model.bin");
+
+    let st = WeightsSource::open_dir(&st_dir).unwrap();
+    let pt = WeightsSource::open_dir(&pt_dir).unwrap();
+    assert!(matches!(st, WeightsSource::Safetensors(_)));
+    assert!(matches!(pt, WeightsSource::Pytorch(_)));
+    let names: Vec<&str> = pt.names().collect();
+    assert_eq!(names, st.names().collect::<Vec<_>>());
+    assert_eq!(names.len(), 1 + 2 * 9 + 1);
+    for name in names {
+        let (a, b) = (pt.read(name).unwrap(), st.read(name).unwrap());
+        assert_eq!((&a.shape, &a.data), (&b.shape, &b.data), "{name}");
+    }
+
+    let batch =
+        TokenBatch::from_rows(&[vec![5, 6, 7, 8, 9], vec![1, 2, 3]], 0, PaddingSide::Left).unwrap();
+    let logits = |dir: &Path| {
+        let g = Generator::load(dir.to_str().unwrap(), &device).unwrap();
+        host(g.model.next_token_logits(&batch, None).unwrap())
+    };
+    let from_st = logits(&st_dir);
+    let from_pt = logits(&pt_dir);
+    assert_eq!(from_pt, from_st);
+    // The fixture weights, not the random ones the config came with, are what loaded.
+    let random = host(
+        tiny_llama(true, &device)
+            .next_token_logits(&batch, None)
+            .unwrap(),
+    );
+    assert!(max_abs_diff(&from_pt, &random) > 1e-3);
+
+    // The sharded twin loads the same model.
+    let sharded = config_only_dir(tmp.path(), "sharded", false);
+    for f in [
+        "pytorch_model-00001-of-00002.bin",
+        "pytorch_model-00002-of-00002.bin",
+        "pytorch_model.bin.index.json",
+    ] {
+        copy_in(&sharded, &format!("llama_sharded/{f}"), f);
+    }
+    assert_eq!(logits(&sharded), from_st);
+
+    // Safetensors is preferred when both are present: a broken .bin beside it is not read.
+    std::fs::write(st_dir.join("pytorch_model.bin"), b"not a checkpoint").unwrap();
+    assert_eq!(logits(&st_dir), from_st);
+}
+
+#[test]
+fn pytorch_bin_and_safetensors_twin_give_identical_bert_embeddings() {
+    let device = Device::flex();
+    let tmp = tempfile::tempdir().unwrap();
+    let st_dir = config_only_dir(tmp.path(), "st", true);
+    copy_in(&st_dir, "bert/model.safetensors", "model.safetensors");
+    let pt_dir = config_only_dir(tmp.path(), "pt", true);
+    copy_in(&pt_dir, "bert/pytorch_model.bin", "pytorch_model.bin");
+    let st = Encoder::load(st_dir.to_str().unwrap(), &device).unwrap();
+    let pt = Encoder::load(pt_dir.to_str().unwrap(), &device).unwrap();
+    let texts = ["w2 w3 w4", "w10 w11 w12 w13 w14 w15", "w49"];
+    let embeddings = pt.embed(&texts).unwrap();
+    assert_eq!(embeddings, st.embed(&texts).unwrap());
+    assert!(embeddings.iter().all(|v| v.len() == 32));
+    assert!(pt.weights_hash.starts_with("xxh3:"), "{}", pt.weights_hash);
+    assert_ne!(pt.weights_hash, st.weights_hash);
+}
+
+#[test]
+fn pytorch_half_precision_views_and_legacy_format_read_like_safetensors() {
+    use radit_models::pytorch::PytorchSource;
+    use radit_models::weights::TensorSource;
+    let twin = SafetensorsSource::open_file(&pytorch_fixture("dtypes.safetensors")).unwrap();
+    for file in ["dtypes.bin", "dtypes_legacy.bin"] {
+        let source = PytorchSource::open_file(&pytorch_fixture(file)).unwrap();
+        for name in ["f32", "f16", "bf16", "strided", "base"] {
+            let (a, b) = (source.read(name).unwrap(), twin.read(name).unwrap());
+            assert_eq!((&a.shape, &a.data), (&b.shape, &b.data), "{file}: {name}");
+        }
+        assert_eq!(source.read("strided").unwrap().shape, vec![3, 3]);
+        let err = source.read("int64").unwrap_err();
+        assert!(matches!(err, ModelError::Pytorch { .. }), "{err}");
+        let msg = err.to_string();
+        assert!(
+            msg.contains(file) && msg.contains("I64") && msg.contains("F32, F16 and BF16"),
+            "{msg}"
+        );
+    }
+}
+
+const PWNED_MARKER: &str = "/tmp/radit-pytorch-fixture-pwned";
+
+#[test]
+fn pickle_that_would_run_code_is_refused_naming_the_callable() {
+    use radit_models::pytorch::PytorchSource;
+    let _ = std::fs::remove_file(PWNED_MARKER);
+    let device = Device::flex();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = config_only_dir(tmp.path(), "m", false);
+    for fixture in [
+        "malicious_zip.bin",
+        "malicious_legacy.bin",
+        "malicious_plain.bin",
+        "malicious_proto4.bin",
+        "malicious_popped.bin",
+    ] {
+        copy_in(&dir, fixture, "pytorch_model.bin");
+        let err = Generator::load(dir.to_str().unwrap(), &device).unwrap_err();
+        match &err {
+            ModelError::UnsafePickle { callable, path } => {
+                assert_eq!(callable, "posix.system", "{fixture}");
+                assert!(path.ends_with("pytorch_model.bin"), "{fixture}: {path:?}");
+            }
+            other => panic!("{fixture}: expected UnsafePickle, got {other}"),
+        }
+        let msg = err.to_string();
+        assert!(
+            msg.contains("posix.system") && msg.contains("pytorch_model.bin"),
+            "{msg}"
+        );
+        let err = PytorchSource::open_file(&pytorch_fixture(fixture))
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains(fixture), "{err}");
+    }
+    assert!(
+        !Path::new(PWNED_MARKER).exists(),
+        "a payload ran: {PWNED_MARKER} exists"
+    );
+}
+
+/// Why radit scans the pickle itself: burn's reader never executes a payload either, but it
+/// keeps an unknown call as an opaque value and loads the tensors beside it, and a call whose
+/// result is popped leaves no trace at all. Only a payload at the root is refused, because
+/// the root is not a dict.
+#[test]
+fn pytorch_reader_alone_loads_the_tensors_beside_a_payload() {
+    use pytorch_reader::PytorchReader;
+    for file in ["malicious_zip.bin", "malicious_legacy.bin"] {
+        let reader = PytorchReader::new(pytorch_fixture(file)).unwrap();
+        assert_eq!(reader.keys(), vec!["weight".to_string()], "{file}");
+    }
+    let popped = PytorchReader::new(pytorch_fixture("malicious_popped.bin")).unwrap();
+    assert!(popped.is_empty());
+    let err = PytorchReader::new(pytorch_fixture("malicious_plain.bin")).unwrap_err();
+    assert!(err.to_string().contains("posix.system"), "{err}");
+    assert!(!Path::new(PWNED_MARKER).exists());
+}
+
+#[test]
+fn truncated_or_corrupt_pytorch_checkpoint_is_an_error() {
+    use radit_models::pytorch::PytorchSource;
+    use radit_models::weights::TensorSource;
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("pytorch_model.bin");
+    let mut cases: Vec<(String, Vec<u8>)> = Vec::new();
+    for fixture in ["llama/pytorch_model.bin", "dtypes_legacy.bin"] {
+        let bytes = std::fs::read(pytorch_fixture(fixture)).unwrap();
+        for cut in [
+            bytes.len() - 1,
+            bytes.len() - 100,
+            bytes.len() / 2,
+            300,
+            40,
+            5,
+            0,
+        ] {
+            cases.push((format!("{fixture} cut at {cut}"), bytes[..cut].to_vec()));
+        }
+    }
+    let zip = std::fs::read(pytorch_fixture("llama/pytorch_model.bin")).unwrap();
+    // Flip a byte inside the first storage (its CRC no longer matches) and one inside
+    // data.pkl (here it turns an import's name into one the scan refuses).
+    let storage = zip.windows(7).position(|w| w == b"/data/0").unwrap() + 200;
+    let pickle = zip.windows(8).position(|w| w == b"data.pkl").unwrap() + 60;
+    for (what, at) in [("storage", storage), ("pickle", pickle)] {
+        let mut bad = zip.clone();
+        bad[at] ^= 0x55;
+        cases.push((format!("flipped {what} byte"), bad));
+    }
+    cases.push(("not a checkpoint".into(), b"hello, world\n".to_vec()));
+    for (what, bytes) in cases {
+        std::fs::write(&path, &bytes).unwrap();
+        // Opening may succeed when only tensor bytes are damaged; reading them must not.
+        let result = PytorchSource::open_file(&path).and_then(|source| {
+            let names: Vec<String> = source.names().map(str::to_owned).collect();
+            names.iter().try_for_each(|n| source.read(n).map(drop))
+        });
+        let err = result.expect_err(&what);
+        assert!(
+            matches!(
+                err,
+                ModelError::Pytorch { .. }
+                    | ModelError::Io { .. }
+                    | ModelError::UnsafePickle { .. }
+            ),
+            "{what}: {err}"
+        );
+        assert!(
+            err.to_string().contains("pytorch_model.bin"),
+            "{what}: {err}"
+        );
+    }
+}
