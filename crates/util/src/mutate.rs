@@ -303,7 +303,10 @@ impl Mutator {
 /// Offsets of `N`-byte fields in `prefix` holding a small non-zero little-endian value (in
 /// `1..=65536`): the lengths and counts a huge-value patch should hit.
 fn small_fields<const N: usize>(prefix: &[u8]) -> Vec<usize> {
-    (0..=prefix.len().saturating_sub(N))
+    if prefix.len() < N {
+        return Vec::new();
+    }
+    (0..=prefix.len() - N)
         .filter(|&at| {
             let mut b = [0u8; 8];
             b[..N].copy_from_slice(&prefix[at..at + N]);
@@ -396,7 +399,9 @@ fn install_quiet_hook() {
                 .name()
                 .is_some_and(|n| n.starts_with(CASE_THREAD));
             if on_case {
-                let at = info.location().map(|l| format!("{}:{}", l.file(), l.line()));
+                let at = info
+                    .location()
+                    .map(|l| format!("{}:{}", l.file(), l.line()));
                 PANIC_AT.with(|p| *p.borrow_mut() = at);
             } else {
                 previous(info);
@@ -461,12 +466,10 @@ where
     match result {
         Err(panic) => Outcome::Failure(Failure::Panic(panic)),
         Ok(Ok(())) => Outcome::Ok,
-        Ok(Err(message)) if message.len() > MAX_MESSAGE => {
-            Outcome::Failure(Failure::LongMessage {
-                len: message.len(),
-                head: message.chars().take(200).collect(),
-            })
-        }
+        Ok(Err(message)) if message.len() > MAX_MESSAGE => Outcome::Failure(Failure::LongMessage {
+            len: message.len(),
+            head: message.chars().take(200).collect(),
+        }),
         Ok(Err(message)) => Outcome::Err(message),
     }
 }
@@ -527,6 +530,16 @@ mod tests {
         assert!(small_fields::<8>(&b).contains(&8));
         assert!(small_fields::<4>(&b).contains(&4));
         assert_eq!(numbers(b"x1 = 12, y = -3.5e2"), [(5, 7), (14, 19)]);
+        assert!(small_fields::<8>(b"abc").is_empty());
+        // Tiny and empty inputs mutate without panicking.
+        for good in [&b""[..], b"1", b"{}"] {
+            for style in [Style::Binary, Style::Text] {
+                let m = Mutator::new(good, 8, style);
+                for i in 0..200 {
+                    m.case(3, i);
+                }
+            }
+        }
     }
 
     #[test]
