@@ -89,6 +89,13 @@ impl std::fmt::Debug for TextTokenizer {
 }
 
 fn tok_err(context: &str, e: impl std::fmt::Display) -> ModelError {
+    // The tokenizers crate's and serde's messages quote the offending value, which in a
+    // corrupt file can be any length.
+    let e = e.to_string();
+    let e = match e.char_indices().nth(300) {
+        None => e,
+        Some((cut, _)) => format!("{}... ({} bytes)", &e[..cut], e.len()),
+    };
     ModelError::Tokenizer(format!("{context}: {e}"))
 }
 
@@ -126,17 +133,23 @@ impl TextTokenizer {
 
     /// Reads a `tokenizer.json` file.
     pub fn from_file(path: &Path) -> Result<Self> {
-        let inner =
-            Tokenizer::from_file(path).map_err(|e| tok_err(&path.display().to_string(), e))?;
-        Self::new(inner)
+        let context = path.display().to_string();
+        let bytes = std::fs::read(path).map_err(|e| ModelError::io(path, e))?;
+        // Parsed as JSON first: the tokenizers crate's own reader panics on a syntax error
+        // inside the `decoder` object (an `expect` in its deserializer, found by radit-fuzz);
+        // re-read from a valid document it has no syntax error left to hit.
+        let value: serde_json::Value =
+            serde_json::from_slice(&bytes).map_err(|e| tok_err(&context, e))?;
+        Self::from_value(&context, &value)
     }
 
     /// Parses a `tokenizer.json` document.
     pub fn from_json(value: &serde_json::Value) -> Result<Self> {
-        let inner: Tokenizer = value
-            .to_string()
-            .parse()
-            .map_err(|e| tok_err("tokenizer.json", e))?;
+        Self::from_value("tokenizer.json", value)
+    }
+
+    fn from_value(context: &str, value: &serde_json::Value) -> Result<Self> {
+        let inner: Tokenizer = value.to_string().parse().map_err(|e| tok_err(context, e))?;
         Self::new(inner)
     }
 
@@ -409,6 +422,25 @@ mod tests {
     use super::*;
 
     const CHATML: &str = "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}{{ '<|im_start|>system\nYou are helpful<|im_end|>\n' }}{% endif %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
+
+    #[test]
+    fn a_corrupt_tokenizer_json_is_an_error_not_a_panic() {
+        // Found by radit-fuzz: a syntax error inside `decoder` panicked in the tokenizers
+        // crate (`expect("Helper")`) instead of failing the load.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tokenizer.json");
+        for text in [
+            r#"{"version": "1.0", "decoder": {"type": "ByteLevel", "#.to_string(),
+            r#"{"version": "1.0", "decoder": {"type": "ByteLevel", 1: 2}}"#.to_string(),
+            format!(r#"{{"version": "1.0", "decoder": {}"#, "[".repeat(500)),
+        ] {
+            std::fs::write(&path, &text).unwrap();
+            let e = std::panic::catch_unwind(|| TextTokenizer::from_file(&path))
+                .expect("no panic")
+                .unwrap_err();
+            assert!(e.to_string().contains("tokenizer.json"), "{e}");
+        }
+    }
 
     #[test]
     fn chatml_template_renders_like_transformers() {

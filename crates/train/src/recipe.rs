@@ -129,7 +129,7 @@ pub fn parse_recipe<T: DeserializeOwned>(
         .parse()
         .map_err(|e: toml::de::Error| RecipeError::Syntax {
             file: file.to_string(),
-            message: e.to_string().trim_end().to_string(),
+            message: clip_lines(e.to_string().trim_end()),
         })?;
     let mut applied: Vec<(Vec<String>, String)> = Vec::with_capacity(overrides.len());
     for spec in overrides {
@@ -255,7 +255,7 @@ fn classify(
         }
         let suggestion = nearest(&field, &expected);
         return RecipeError::UnknownKey {
-            key: segments.join("."),
+            key: clip(&segments.join(".")),
             file: file.to_string(),
             suggestion,
             expected,
@@ -271,14 +271,33 @@ fn classify(
     let key = if segments.is_empty() {
         "<root>".to_string()
     } else {
-        segments.join(".")
+        clip(&segments.join("."))
     };
     RecipeError::Invalid {
         from_override: override_for(&segments, applied),
         key,
         file: file.to_string(),
-        message,
+        // serde quotes the offending value ("invalid type: string \"...\"").
+        message: clip(&message),
     }
+}
+
+/// Longest key or message (in characters) a recipe error quotes from the file: a corrupt
+/// recipe can hold a key or a line of any length, and the error must stay readable.
+const QUOTE_CHARS: usize = 200;
+
+/// `s` cut to [`QUOTE_CHARS`] characters, with `...` when something was cut.
+fn clip(s: &str) -> String {
+    match s.char_indices().nth(QUOTE_CHARS) {
+        None => s.to_string(),
+        Some((cut, _)) => format!("{}...", &s[..cut]),
+    }
+}
+
+/// toml's message (position, the offending source line with a caret, the reason) with
+/// every line clipped: the quoted source line is as long as the file's line.
+fn clip_lines(message: &str) -> String {
+    message.lines().map(clip).collect::<Vec<_>>().join("\n")
 }
 
 /// The last override whose key is the offending key or a table containing it.
@@ -402,6 +421,24 @@ lr = 1e-4
     fn parse(text: &str, ov: &[&str]) -> Result<(Recipe, Value), RecipeError> {
         let ov: Vec<String> = ov.iter().map(|s| s.to_string()).collect();
         parse_recipe(text, "recipe.toml", &ov)
+    }
+
+    #[test]
+    fn errors_quote_at_most_a_clipped_key_or_line() {
+        // Found by radit-fuzz: a 60,000-character key and a 100,000-bracket line came back
+        // whole in the message.
+        let long = "x".repeat(60_000);
+        let cases = [
+            format!("name = \"a\"\n[stages.lm_ft]\nlr{long} = 1.0\n"),
+            format!("name = \"a\"\n[stages]\nlm_ft = {}\n", "[".repeat(100_000)),
+            format!("name = \"{long}\"\n[stages]\nlm_ft = {{ lr = \"{long}\" }}\n"),
+            format!("name = {long}\n"),
+        ];
+        for text in cases {
+            let e = parse_recipe::<Recipe>(&text, "r.toml", &[]).unwrap_err();
+            let m = e.to_string();
+            assert!(m.len() < 2000, "{} bytes: {}", m.len(), &m[..300]);
+        }
     }
 
     #[test]
