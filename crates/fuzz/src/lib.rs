@@ -203,6 +203,12 @@ impl Prepared {
             target: target.name,
             message,
         })?;
+        // For the allocator's refusal message.
+        let index = TARGETS
+            .iter()
+            .position(|t| std::ptr::eq(t, target))
+            .unwrap_or(usize::MAX);
+        CURRENT_TARGET.store(index, Ordering::Relaxed);
         let mut prepared = Self {
             target,
             scratch,
@@ -231,6 +237,7 @@ impl Prepared {
     /// Case `index` of stream `seed`: the seeds take turns, each mutated by its own mutator.
     /// Returns the file name it is written under and the mutation.
     pub fn case(&self, seed: u64, index: u64) -> (&'static str, Mutation) {
+        CURRENT_CASE.store(index, Ordering::Relaxed);
         let (s, mutator) = &self.seeds[(index % self.seeds.len() as u64) as usize];
         let mut m = mutator.case(seed, index);
         if self.seeds.len() > 1 {
@@ -250,11 +257,6 @@ impl Prepared {
 /// Runs `target` on mutated seeds until the budget is spent; stops early only at a hang.
 pub fn fuzz(target: &'static Target, config: &FuzzConfig) -> Result<Report, FuzzError> {
     let prepared = Prepared::new(target, config.case_budget)?;
-    let index = TARGETS
-        .iter()
-        .position(|t| std::ptr::eq(t, target))
-        .unwrap_or(usize::MAX);
-    CURRENT_TARGET.store(index, Ordering::Relaxed);
     let started = Instant::now();
     let mut last_progress = started;
     let mut report = Report {
@@ -276,7 +278,6 @@ pub fn fuzz(target: &'static Target, config: &FuzzConfig) -> Result<Report, Fuzz
             break;
         }
         let i = report.cases;
-        CURRENT_CASE.store(i, Ordering::Relaxed);
         let (file, Mutation { what, bytes }) = prepared.case(config.seed, i);
         report.cases += 1;
         match prepared.run_bytes(file, bytes, config.case_budget) {

@@ -25,6 +25,16 @@ pub enum RecipeError {
         /// The underlying error.
         source: std::io::Error,
     },
+    /// The file is larger than any recipe ([`MAX_RECIPE_BYTES`]).
+    #[error("recipe {} is {bytes} bytes; a recipe is at most {max} bytes", path.display())]
+    TooLarge {
+        /// The file.
+        path: PathBuf,
+        /// Its size.
+        bytes: u64,
+        /// [`MAX_RECIPE_BYTES`].
+        max: u64,
+    },
     /// The file is not valid TOML.
     #[error("{file} is not valid TOML: {message}")]
     Syntax {
@@ -98,6 +108,9 @@ fn unknown_key_message(
     msg
 }
 
+/// Largest recipe file [`load_recipe`] reads: the shipped recipes are 2-3 KB.
+pub const MAX_RECIPE_BYTES: u64 = 1 << 20;
+
 /// Loads the recipe at `path`, applies `overrides` (each `dotted.key=value`) in order, and
 /// deserializes the result into `T`.
 ///
@@ -109,11 +122,22 @@ pub fn load_recipe<T: DeserializeOwned>(
     path: &Path,
     overrides: &[String],
 ) -> Result<(T, Value), RecipeError> {
-    let text = std::fs::read_to_string(path).map_err(|source| RecipeError::Io {
+    let io = |source| RecipeError::Io {
         action: "read",
         path: path.to_path_buf(),
         source,
-    })?;
+    };
+    // toml's lexer holds every token at once (~27 bytes per input byte of brackets, found by
+    // radit-fuzz): a corrupt multi-MB file would take GBs, so the size is checked first.
+    let bytes = std::fs::metadata(path).map_err(io)?.len();
+    if bytes > MAX_RECIPE_BYTES {
+        return Err(RecipeError::TooLarge {
+            path: path.to_path_buf(),
+            bytes,
+            max: MAX_RECIPE_BYTES,
+        });
+    }
+    let text = std::fs::read_to_string(path).map_err(io)?;
     // As the user typed it, so the message points at the file they meant.
     let file = path.display().to_string();
     parse_recipe(&text, &file, overrides)
@@ -421,6 +445,17 @@ lr = 1e-4
     fn parse(text: &str, ov: &[&str]) -> Result<(Recipe, Value), RecipeError> {
         let ov: Vec<String> = ov.iter().map(|s| s.to_string()).collect();
         parse_recipe(text, "recipe.toml", &ov)
+    }
+
+    #[test]
+    fn an_oversized_recipe_is_refused_before_parsing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("big.toml");
+        let text = format!("name = \"a\"\nx = {}\n", "{".repeat(2 << 20));
+        std::fs::write(&path, text).unwrap();
+        let e = load_recipe::<Recipe>(&path, &[]).unwrap_err();
+        assert!(matches!(e, RecipeError::TooLarge { .. }), "{e}");
+        assert!(e.to_string().contains("at most 1048576 bytes"), "{e}");
     }
 
     #[test]
