@@ -8,7 +8,8 @@
 #       tokenizer recipe jsonl tsv corpus manifest, or all; `list` describes them.
 # The binary runs under `ulimit -v` (FUZZ_VMEM_KB, default 8 GiB) so a multi-GB allocation
 # fails and aborts instead of being lazily overcommitted; an abort (signal exit) is reported
-# with the last progress line. Env: CARGO_TARGET_DIR (default target), FUZZ_VMEM_KB.
+# with the last progress line. Env: CARGO_TARGET_DIR (default target), FUZZ_VMEM_KB,
+# RADIT_FUZZ (a radit-fuzz binary to run instead of building one).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 usage="usage: scripts/fuzz.sh PARSER|all|list MINUTES [--seed S]"
@@ -16,8 +17,12 @@ usage="usage: scripts/fuzz.sh PARSER|all|list MINUTES [--seed S]"
 parser=$1
 shift
 target_dir=${CARGO_TARGET_DIR:-target}
-bin="$target_dir/release/radit-fuzz"
-CARGO_INCREMENTAL=${CARGO_INCREMENTAL:-0} cargo build --release -p radit-fuzz >&2
+if [ -n "${RADIT_FUZZ:-}" ]; then
+  bin=$RADIT_FUZZ
+else
+  bin="$target_dir/release/radit-fuzz"
+  CARGO_INCREMENTAL=${CARGO_INCREMENTAL:-0} cargo build --release -p radit-fuzz >&2
+fi
 if [ "$parser" = list ]; then exec "$bin" list; fi
 [ $# -ge 1 ] || { echo "$usage" >&2; exit 2; }
 minutes=$1
