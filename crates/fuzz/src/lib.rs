@@ -347,9 +347,9 @@ impl CappedAlloc {
         let target = TARGETS
             .get(CURRENT_TARGET.load(Ordering::Relaxed))
             .map_or("?", |t| t.name);
-        let _ = write!(
+        let _ = writeln!(
             cursor,
-            "radit-fuzz: refused an allocation of {size} bytes in target {target} case {}\n",
+            "radit-fuzz: refused an allocation of {size} bytes in target {target} case {}",
             CURRENT_CASE.load(Ordering::Relaxed)
         );
         let left = cursor.len();

@@ -288,11 +288,10 @@ impl Mutator {
     fn swap_number(&self, rng: &mut SplitMix64, bytes: &mut Vec<u8>) -> String {
         // The numbers of the seed input; earlier edits may have moved them, which only
         // makes the swap land elsewhere.
-        let Some(&(start, end)) = (!self.numbers.is_empty())
-            .then(|| &self.numbers[rng.below(self.numbers.len() as u64) as usize])
-        else {
+        if self.numbers.is_empty() {
             return "no number to replace".into();
-        };
+        }
+        let (start, end) = self.numbers[rng.below(self.numbers.len() as u64) as usize];
         let (start, end) = (start.min(bytes.len()), end.min(bytes.len()));
         let with = NUMBER_SWAPS[rng.below(NUMBER_SWAPS.len() as u64) as usize];
         bytes.splice(start..end, with.bytes());

@@ -39,7 +39,10 @@ where
 
 /// `Ok` without errors, else the longest one (the one the message-length check is about).
 fn longest(errors: Vec<String>) -> Result<(), String> {
-    errors.into_iter().max_by_key(String::len).map_or(Ok(()), Err)
+    errors
+        .into_iter()
+        .max_by_key(String::len)
+        .map_or(Ok(()), Err)
 }
 
 /// Everything radit reads from a GGUF file before loading weights; the error messages.
