@@ -59,6 +59,11 @@ pub const NUMBER_SWAPS: [&str; 14] = [
     "\"x\"",
 ];
 
+/// Largest case [`Mutator::case`] returns: the text edits grow an input (a line copied 200
+/// times, stacked twice, would take a 40 KB binary input to hundreds of MB), and a case that
+/// big tests the machine, not the parser.
+pub const MAX_CASE_BYTES: usize = 4 << 20;
+
 /// Whether an input is a binary format (mutated mostly by flips and integer patches) or a
 /// text one (mostly by text edits); both get every kind of mutation, in different shares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -136,6 +141,10 @@ impl Mutator {
         let mut what = Vec::with_capacity(rounds);
         for _ in 0..rounds {
             what.push(self.mutate_once(&mut rng, &mut bytes));
+            if bytes.len() > MAX_CASE_BYTES {
+                bytes.truncate(MAX_CASE_BYTES);
+                what.push(format!("cut to {MAX_CASE_BYTES} bytes"));
+            }
         }
         Mutation {
             what: what.join("; "),
@@ -245,11 +254,12 @@ impl Mutator {
             }
             4 => {
                 let (start, end) = line(rng, bytes);
-                let copies = if rng.below(4) == 0 { 200 } else { 1 };
-                let text = bytes[start..end].to_vec();
-                for _ in 0..copies {
-                    bytes.splice(start..start, text.iter().copied());
-                }
+                let want = if rng.below(4) == 0 { 200 } else { 1 };
+                // Bounded before allocating: a "line" of a binary input can be most of it.
+                let room = MAX_CASE_BYTES.saturating_sub(bytes.len()) / (end - start).max(1);
+                let copies = want.min(room);
+                let text = bytes[start..end].repeat(copies);
+                bytes.splice(start..start, text);
                 format!("line at {start} duplicated {copies}x")
             }
             5 => {
@@ -519,6 +529,23 @@ mod tests {
         ] {
             assert!(seen.contains(kind), "no `{kind}` mutation");
         }
+    }
+
+    #[test]
+    fn cases_stay_under_the_size_cap() {
+        // A binary input with one long "line": stacked 200x copies must not multiply.
+        let mut big = vec![7u8; 40_000];
+        big[20] = b'\n';
+        let m = Mutator::new(&big, 1000, Style::Text);
+        let mut largest = 0;
+        for i in 0..20_000 {
+            largest = largest.max(m.case(5, i).bytes.len());
+        }
+        assert!(largest <= MAX_CASE_BYTES, "{largest}");
+        assert!(
+            largest > 1 << 20,
+            "the duplications still grow inputs: {largest}"
+        );
     }
 
     #[test]
