@@ -99,6 +99,65 @@ fn tok_err(context: &str, e: impl std::fmt::Display) -> ModelError {
     ModelError::Tokenizer(format!("{context}: {e}"))
 }
 
+/// Checks what the tokenizers crate trusts in a `TemplateProcessing` post-processor (also
+/// inside a `Sequence`): it indexes `special_tokens` by every id its templates name, and pairs
+/// each token's `ids` with its `tokens`, without checking either at load, so a corrupt
+/// document loads and then panics on the first encode (found by radit-fuzz).
+fn check_post_processor(p: &serde_json::Value) -> std::result::Result<(), String> {
+    match p.get("type").and_then(|t| t.as_str()) {
+        Some("Sequence") => {
+            let inner = p.get("processors").and_then(|v| v.as_array());
+            for q in inner.into_iter().flatten() {
+                check_post_processor(q)?;
+            }
+        }
+        Some("TemplateProcessing") => {
+            let known = p.get("special_tokens").and_then(|v| v.as_object());
+            for (name, token) in known.into_iter().flatten() {
+                let len = |k: &str| token.get(k).and_then(|v| v.as_array()).map(Vec::len);
+                if len("ids") != len("tokens") {
+                    return Err(format!(
+                        "post_processor special token {:?}: `ids` and `tokens` differ in length",
+                        clip_str(name)
+                    ));
+                }
+            }
+            for key in ["single", "pair"] {
+                for piece in p.get(key).and_then(|v| v.as_array()).into_iter().flatten() {
+                    // A piece is `{"SpecialToken": {"id": ..}}` or a string `ID[:TYPE]`
+                    // (`$A`, `$B` are the sequences).
+                    let id = match piece {
+                        serde_json::Value::String(s) if !s.starts_with('$') => s.split(':').next(),
+                        _ => piece
+                            .get("SpecialToken")
+                            .and_then(|t| t.get("id"))
+                            .and_then(|i| i.as_str()),
+                    };
+                    if let Some(id) = id {
+                        if !known.is_some_and(|k| k.contains_key(id)) {
+                            return Err(format!(
+                                "post_processor `{key}` template names special token {:?}, \
+                                 which its special_tokens does not define",
+                                clip_str(id)
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// `s` cut to 100 characters for a message.
+fn clip_str(s: &str) -> String {
+    match s.char_indices().nth(100) {
+        None => s.to_owned(),
+        Some((cut, _)) => format!("{}...", &s[..cut]),
+    }
+}
+
 /// A special token in `tokenizer_config.json` is a string or `{"content": ...}`.
 fn special_token(value: Option<&serde_json::Value>) -> Option<String> {
     match value? {
@@ -149,6 +208,9 @@ impl TextTokenizer {
     }
 
     fn from_value(context: &str, value: &serde_json::Value) -> Result<Self> {
+        if let Some(p) = value.get("post_processor") {
+            check_post_processor(p).map_err(|e| tok_err(context, e))?;
+        }
         let inner: Tokenizer = value.to_string().parse().map_err(|e| tok_err(context, e))?;
         Self::new(inner)
     }
@@ -439,6 +501,39 @@ mod tests {
                 .expect("no panic")
                 .unwrap_err();
             assert!(e.to_string().contains("tokenizer.json"), "{e}");
+        }
+    }
+
+    #[test]
+    fn a_template_naming_an_undefined_special_token_is_refused_at_load() {
+        // Found by radit-fuzz: the tokenizers crate loaded it and panicked on encode.
+        let doc = |special: &str, ids: &str| -> serde_json::Value {
+            serde_json::from_str(&format!(
+                r#"{{"version": "1.0", "truncation": null, "padding": null, "added_tokens": [],
+                "normalizer": null, "pre_tokenizer": null, "decoder": null,
+                "model": {{"type": "WordLevel", "vocab": {{"a": 0, "<s>": 1, "[UNK]": 2}}, "unk_token": "[UNK]"}},
+                "post_processor": {{"type": "Sequence", "processors": [{{"type": "TemplateProcessing",
+                  "single": [{{"SpecialToken": {{"id": "<s>", "type_id": 0}}}}, {{"Sequence": {{"id": "A", "type_id": 0}}}}],
+                  "pair": [{{"SpecialToken": {{"id": "<s>", "type_id": 0}}}}, {{"Sequence": {{"id": "A", "type_id": 0}}}}, {{"Sequence": {{"id": "B", "type_id": 1}}}}],
+                  "special_tokens": {{"{special}": {{"id": "{special}", "ids": {ids}, "tokens": ["<s>"]}}}}}}]}}}}"#
+            ))
+            .unwrap()
+        };
+        let tok = TextTokenizer::from_json(&doc("<s>", "[1]")).unwrap();
+        assert_eq!(
+            tok.encode_with(
+                "a",
+                &EncodeOptions {
+                    add_special_tokens: true,
+                    ..Default::default()
+                }
+            )
+            .unwrap(),
+            [1, 0]
+        );
+        for (special, ids) in [("<3>", "[1]"), ("<s>", "[1, 2]")] {
+            let e = TextTokenizer::from_json(&doc(special, ids)).unwrap_err();
+            assert!(e.to_string().contains("special token"), "{e}");
         }
     }
 
