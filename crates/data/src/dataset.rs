@@ -430,10 +430,12 @@ fn read_lines<R: BufRead>(
                 examples.push(ex);
                 example_lines.push(line_no);
             }
+            // Clipped here, not only when printed: a reason may quote a megabyte-long line
+            // (a field name, a serde message with the value) and the report is public.
             Err(reason) => report.skipped.push(SkippedLine {
                 path: path.to_owned(),
                 line: line_no,
-                reason,
+                reason: clip(&reason, REPORT_TEXT_CHARS).into_owned(),
             }),
         }
     }
@@ -760,6 +762,23 @@ pub fn parse_python_str_list(s: &str) -> Result<Vec<String>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn skip_reasons_stay_short_whatever_the_line_holds() {
+        // Found by radit-fuzz: a 60,000-byte field name came back whole in the reason.
+        let long = "q".repeat(60_000);
+        let text =
+            format!("{{\"{long}\": 1, \"answers\": [\"a\"]}}\n{{\"question\": \"{long}\"}}\n");
+        let path = Path::new("long.jsonl");
+        let err = read_jsonl(text.as_bytes(), path, &JsonlFields::default()).unwrap_err();
+        assert!(err.to_string().len() < 1000, "{}", err.to_string().len());
+        let text = format!("{text}{{\"question\": \"q\", \"answers\": [\"a\"]}}\n");
+        let d = read_jsonl(text.as_bytes(), path, &JsonlFields::default()).unwrap();
+        assert_eq!(d.report.skipped.len(), 2);
+        for s in &d.report.skipped {
+            assert!(s.to_string().len() < 300, "{}", s.to_string().len());
+        }
+    }
 
     #[test]
     fn python_lists() {

@@ -4,7 +4,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::BoxError;
+use crate::error::{clip, BoxError};
 use crate::text::words_lowercase;
 
 /// Identity of a document encoder, recorded in the index manifest.
@@ -48,17 +48,18 @@ impl EncoderIdentity {
 
 impl fmt::Display for EncoderIdentity {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Read from a manifest, so clipped: a corrupt one may hold any length.
         let hash = if self.weights_hash.is_empty() {
-            "unknown"
+            "unknown".into()
         } else {
-            &self.weights_hash
+            clip(&self.weights_hash)
         };
         write!(
             f,
             "`{}` (weights {}, {} pooling, {}, dim {}",
-            self.source,
+            clip(&self.source),
             hash,
-            self.pooling,
+            clip(&self.pooling),
             if self.normalize {
                 "L2-normalized"
             } else {

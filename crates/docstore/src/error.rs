@@ -7,6 +7,20 @@ use crate::embed::EncoderIdentity;
 /// Boxed error returned by [`crate::Embedder`] implementations.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
+/// `s` cut to 100 characters, with `...` when something was cut: for strings quoted from a
+/// manifest in messages, which a corrupt manifest can make any length (found by radit-fuzz).
+pub(crate) fn clip(s: &str) -> std::borrow::Cow<'_, str> {
+    clip_to(s, 100)
+}
+
+/// `s` cut to `n` characters, with `...` when something was cut.
+pub(crate) fn clip_to(s: &str, n: usize) -> std::borrow::Cow<'_, str> {
+    match s.char_indices().nth(n) {
+        None => s.into(),
+        Some((cut, _)) => format!("{}...", &s[..cut]).into(),
+    }
+}
+
 /// Result alias used throughout the crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -127,7 +141,8 @@ impl Error {
     pub(crate) fn json(path: impl AsRef<Path>, err: impl std::fmt::Display) -> Self {
         Error::Json {
             path: path.as_ref().to_path_buf(),
-            message: err.to_string(),
+            // serde quotes the offending value ("invalid type: string \"...\"").
+            message: clip_to(&err.to_string(), 300).into_owned(),
         }
     }
 

@@ -783,6 +783,9 @@ impl Hnsw {
         if exclude.is_some_and(|e| e.len() * dim != queries.len()) {
             return Err(Error::arg("hnsw: one excluded id per query expected"));
         }
+        // The search list never holds more than the n nodes, and `ef` comes from the
+        // manifest: a corrupt one (4294967296, found by radit-fuzz) must not size buffers.
+        let ef = ef.max(k).min(n);
         Ok(queries
             .par_chunks(dim)
             .enumerate()
@@ -811,7 +814,7 @@ impl Hnsw {
                     for l in (1..=self.max_level).rev() {
                         cur = greedy(&view, &sp, q, cur, l, skip);
                     }
-                    let w = search_layer(&view, &sp, q, &[cur], ef.max(k), 0, vis, skip);
+                    let w = search_layer(&view, &sp, q, &[cur], ef, 0, vis, skip);
                     w.into_iter()
                         .take(k)
                         .map(|c| Scored {
@@ -887,5 +890,19 @@ mod tests {
         let above: usize = (0..n).filter(|&i| level_of(1, i, ml) > 0).count();
         // P(level > 0) = 1/16.
         assert!((above as f64 / n as f64 - 1.0 / 16.0).abs() < 0.01);
+    }
+
+    #[test]
+    fn a_huge_search_list_size_is_capped_at_the_node_count() {
+        // Found by radit-fuzz: `ef_search` 2^32 from a corrupt manifest sized a 128 GiB buffer.
+        let dim = 4;
+        let data: Vec<f32> = (0..40).map(|i| ((i * 7) % 11) as f32 - 5.0).collect();
+        let h = Hnsw::build(&data, dim, &HnswParams::default()).unwrap();
+        let q = &data[..dim];
+        let small = h.search(&data, q, 3, 10).unwrap();
+        for ef in [1 << 32, usize::MAX] {
+            assert_eq!(h.search(&data, q, 3, ef).unwrap(), small);
+        }
+        assert_eq!(h.search(&data, q, usize::MAX, 10).unwrap()[0].len(), 10);
     }
 }

@@ -14,7 +14,7 @@ use crate::bm25::Bm25;
 use crate::build::partial_dir;
 use crate::chunk::ChunkRecord;
 use crate::embed::{Embedder, EncoderIdentity};
-use crate::error::{Error, Result};
+use crate::error::{clip, Error, Result};
 use crate::exact::{self, Rows};
 use crate::fsutil::{cast_slice, hash_file, read_json};
 use crate::hnsw::Hnsw;
@@ -235,7 +235,7 @@ impl DocStore {
                 &dir,
                 format!(
                     "{MANIFEST} is for format `{}`, not {FORMAT_NAME}",
-                    manifest.format
+                    clip(&manifest.format)
                 ),
             ));
         }
@@ -280,7 +280,7 @@ impl DocStore {
             if !simple_name(name) {
                 return Err(Error::invalid(
                     &dir,
-                    format!("bad file name {name:?} in {MANIFEST}"),
+                    format!("bad file name {:?} in {MANIFEST}", clip(name)),
                 ));
             }
             let path = dir.join(name);
@@ -303,7 +303,7 @@ impl DocStore {
                 if h != entry.xxh3 {
                     return Err(Error::Checksum {
                         file: path,
-                        message: format!("xxh3 is {h}, the manifest records {}", entry.xxh3),
+                        message: format!("xxh3 is {h}, the manifest records {}", clip(&entry.xxh3)),
                     });
                 }
             }

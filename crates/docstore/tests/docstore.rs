@@ -992,3 +992,60 @@ fn concurrent_builds_of_one_output_exactly_one_wins() {
         build_index(&corpus, &out, &HashEmbedder::new(8, 0), &again).unwrap();
     }
 }
+
+#[test]
+fn corrupt_manifest_strings_are_clipped_in_errors() {
+    // Found by radit-fuzz: a 60,000-character checksum, format or value came back whole.
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = dir.path().join("c.jsonl");
+    write(
+        &corpus,
+        &jsonl(&[("a", "A", "alpha beta"), ("b", "B", "gamma delta")]),
+    );
+    let index = dir.path().join("index");
+    build_index(&corpus, &index, &HashEmbedder::new(8, 0), &silent()).unwrap();
+    let path = index.join("manifest.json");
+    let good = fs::read_to_string(&path).unwrap();
+    let long = "x".repeat(60_000);
+    let value: serde_json::Value = serde_json::from_str(&good).unwrap();
+    let mut cases = Vec::new();
+    let mut v = value.clone();
+    v["format"] = long.clone().into();
+    cases.push(v);
+    let mut v = value.clone();
+    v["files"]["chunks.jsonl"]["xxh3"] = long.clone().into();
+    cases.push(v);
+    let mut v = value.clone();
+    v["counts"]["chunks"] = long.clone().into();
+    cases.push(v);
+    let mut v = value.clone();
+    let entry = v["files"]["chunks.jsonl"].clone();
+    v["files"][format!("../{long}")] = entry;
+    cases.push(v);
+    for v in cases {
+        fs::write(&path, v.to_string()).unwrap();
+        let e = DocStore::open(&index).unwrap_err().to_string();
+        assert!(e.len() < 1000, "{} bytes: {}", e.len(), &e[..200]);
+    }
+    // A huge HNSW search list size in the manifest is harmless.
+    let hnsw = BuildOptions {
+        hnsw: Some(HnswParams::default()),
+        overwrite: true,
+        ..silent()
+    };
+    build_index(&corpus, &index, &HashEmbedder::new(8, 0), &hnsw).unwrap();
+    let mut v: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(&path).unwrap()).unwrap();
+    v["ann"]["ef_search"] = (1u64 << 32).into();
+    fs::write(&path, v.to_string()).unwrap();
+    let store = DocStore::open(&index).unwrap();
+    let q = HashEmbedder::new(8, 0).embed_one("alpha");
+    let hits = store
+        .search(
+            &Queries::embeddings(&q),
+            2,
+            &SearchMode::Dense(Dense::Ann { ef: None }),
+        )
+        .unwrap();
+    assert_eq!(hits[0].len(), 2);
+}

@@ -89,7 +89,73 @@ impl std::fmt::Debug for TextTokenizer {
 }
 
 fn tok_err(context: &str, e: impl std::fmt::Display) -> ModelError {
+    // The tokenizers crate's and serde's messages quote the offending value, which in a
+    // corrupt file can be any length.
+    let e = e.to_string();
+    let e = match e.char_indices().nth(300) {
+        None => e,
+        Some((cut, _)) => format!("{}... ({} bytes)", &e[..cut], e.len()),
+    };
     ModelError::Tokenizer(format!("{context}: {e}"))
+}
+
+/// Checks what the tokenizers crate trusts in a `TemplateProcessing` post-processor (also
+/// inside a `Sequence`): it indexes `special_tokens` by every id its templates name, and pairs
+/// each token's `ids` with its `tokens`, without checking either at load, so a corrupt
+/// document loads and then panics on the first encode (found by radit-fuzz).
+fn check_post_processor(p: &serde_json::Value) -> std::result::Result<(), String> {
+    match p.get("type").and_then(|t| t.as_str()) {
+        Some("Sequence") => {
+            let inner = p.get("processors").and_then(|v| v.as_array());
+            for q in inner.into_iter().flatten() {
+                check_post_processor(q)?;
+            }
+        }
+        Some("TemplateProcessing") => {
+            let known = p.get("special_tokens").and_then(|v| v.as_object());
+            for (name, token) in known.into_iter().flatten() {
+                let len = |k: &str| token.get(k).and_then(|v| v.as_array()).map(Vec::len);
+                if len("ids") != len("tokens") {
+                    return Err(format!(
+                        "post_processor special token {:?}: `ids` and `tokens` differ in length",
+                        clip_str(name)
+                    ));
+                }
+            }
+            for key in ["single", "pair"] {
+                for piece in p.get(key).and_then(|v| v.as_array()).into_iter().flatten() {
+                    // A piece is `{"SpecialToken": {"id": ..}}` or a string `ID[:TYPE]`
+                    // (`$A`, `$B` are the sequences).
+                    let id = match piece {
+                        serde_json::Value::String(s) if !s.starts_with('$') => s.split(':').next(),
+                        _ => piece
+                            .get("SpecialToken")
+                            .and_then(|t| t.get("id"))
+                            .and_then(|i| i.as_str()),
+                    };
+                    if let Some(id) = id {
+                        if !known.is_some_and(|k| k.contains_key(id)) {
+                            return Err(format!(
+                                "post_processor `{key}` template names special token {:?}, \
+                                 which its special_tokens does not define",
+                                clip_str(id)
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// `s` cut to 100 characters for a message.
+fn clip_str(s: &str) -> String {
+    match s.char_indices().nth(100) {
+        None => s.to_owned(),
+        Some((cut, _)) => format!("{}...", &s[..cut]),
+    }
 }
 
 /// A special token in `tokenizer_config.json` is a string or `{"content": ...}`.
@@ -126,17 +192,26 @@ impl TextTokenizer {
 
     /// Reads a `tokenizer.json` file.
     pub fn from_file(path: &Path) -> Result<Self> {
-        let inner =
-            Tokenizer::from_file(path).map_err(|e| tok_err(&path.display().to_string(), e))?;
-        Self::new(inner)
+        let context = path.display().to_string();
+        let bytes = std::fs::read(path).map_err(|e| ModelError::io(path, e))?;
+        // Parsed as JSON first: the tokenizers crate's own reader panics on a syntax error
+        // inside the `decoder` object (an `expect` in its deserializer, found by radit-fuzz);
+        // re-read from a valid document it has no syntax error left to hit.
+        let value: serde_json::Value =
+            serde_json::from_slice(&bytes).map_err(|e| tok_err(&context, e))?;
+        Self::from_value(&context, &value)
     }
 
     /// Parses a `tokenizer.json` document.
     pub fn from_json(value: &serde_json::Value) -> Result<Self> {
-        let inner: Tokenizer = value
-            .to_string()
-            .parse()
-            .map_err(|e| tok_err("tokenizer.json", e))?;
+        Self::from_value("tokenizer.json", value)
+    }
+
+    fn from_value(context: &str, value: &serde_json::Value) -> Result<Self> {
+        if let Some(p) = value.get("post_processor") {
+            check_post_processor(p).map_err(|e| tok_err(context, e))?;
+        }
+        let inner: Tokenizer = value.to_string().parse().map_err(|e| tok_err(context, e))?;
         Self::new(inner)
     }
 
@@ -409,6 +484,58 @@ mod tests {
     use super::*;
 
     const CHATML: &str = "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}{{ '<|im_start|>system\nYou are helpful<|im_end|>\n' }}{% endif %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
+
+    #[test]
+    fn a_corrupt_tokenizer_json_is_an_error_not_a_panic() {
+        // Found by radit-fuzz: a syntax error inside `decoder` panicked in the tokenizers
+        // crate (`expect("Helper")`) instead of failing the load.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tokenizer.json");
+        for text in [
+            r#"{"version": "1.0", "decoder": {"type": "ByteLevel", "#.to_string(),
+            r#"{"version": "1.0", "decoder": {"type": "ByteLevel", 1: 2}}"#.to_string(),
+            format!(r#"{{"version": "1.0", "decoder": {}"#, "[".repeat(500)),
+        ] {
+            std::fs::write(&path, &text).unwrap();
+            let e = std::panic::catch_unwind(|| TextTokenizer::from_file(&path))
+                .expect("no panic")
+                .unwrap_err();
+            assert!(e.to_string().contains("tokenizer.json"), "{e}");
+        }
+    }
+
+    #[test]
+    fn a_template_naming_an_undefined_special_token_is_refused_at_load() {
+        // Found by radit-fuzz: the tokenizers crate loaded it and panicked on encode.
+        let doc = |special: &str, ids: &str| -> serde_json::Value {
+            serde_json::from_str(&format!(
+                r#"{{"version": "1.0", "truncation": null, "padding": null, "added_tokens": [],
+                "normalizer": null, "pre_tokenizer": null, "decoder": null,
+                "model": {{"type": "WordLevel", "vocab": {{"a": 0, "<s>": 1, "[UNK]": 2}}, "unk_token": "[UNK]"}},
+                "post_processor": {{"type": "Sequence", "processors": [{{"type": "TemplateProcessing",
+                  "single": [{{"SpecialToken": {{"id": "<s>", "type_id": 0}}}}, {{"Sequence": {{"id": "A", "type_id": 0}}}}],
+                  "pair": [{{"SpecialToken": {{"id": "<s>", "type_id": 0}}}}, {{"Sequence": {{"id": "A", "type_id": 0}}}}, {{"Sequence": {{"id": "B", "type_id": 1}}}}],
+                  "special_tokens": {{"{special}": {{"id": "{special}", "ids": {ids}, "tokens": ["<s>"]}}}}}}]}}}}"#
+            ))
+            .unwrap()
+        };
+        let tok = TextTokenizer::from_json(&doc("<s>", "[1]")).unwrap();
+        assert_eq!(
+            tok.encode_with(
+                "a",
+                &EncodeOptions {
+                    add_special_tokens: true,
+                    ..Default::default()
+                }
+            )
+            .unwrap(),
+            [1, 0]
+        );
+        for (special, ids) in [("<3>", "[1]"), ("<s>", "[1, 2]")] {
+            let e = TextTokenizer::from_json(&doc(special, ids)).unwrap_err();
+            assert!(e.to_string().contains("special token"), "{e}");
+        }
+    }
 
     #[test]
     fn chatml_template_renders_like_transformers() {

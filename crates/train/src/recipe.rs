@@ -25,6 +25,16 @@ pub enum RecipeError {
         /// The underlying error.
         source: std::io::Error,
     },
+    /// The file is larger than any recipe ([`MAX_RECIPE_BYTES`]).
+    #[error("recipe {} is {bytes} bytes; a recipe is at most {max} bytes", path.display())]
+    TooLarge {
+        /// The file.
+        path: PathBuf,
+        /// Its size.
+        bytes: u64,
+        /// [`MAX_RECIPE_BYTES`].
+        max: u64,
+    },
     /// The file is not valid TOML.
     #[error("{file} is not valid TOML: {message}")]
     Syntax {
@@ -98,6 +108,9 @@ fn unknown_key_message(
     msg
 }
 
+/// Largest recipe file [`load_recipe`] reads: the shipped recipes are 2-3 KB.
+pub const MAX_RECIPE_BYTES: u64 = 1 << 20;
+
 /// Loads the recipe at `path`, applies `overrides` (each `dotted.key=value`) in order, and
 /// deserializes the result into `T`.
 ///
@@ -109,11 +122,22 @@ pub fn load_recipe<T: DeserializeOwned>(
     path: &Path,
     overrides: &[String],
 ) -> Result<(T, Value), RecipeError> {
-    let text = std::fs::read_to_string(path).map_err(|source| RecipeError::Io {
+    let io = |source| RecipeError::Io {
         action: "read",
         path: path.to_path_buf(),
         source,
-    })?;
+    };
+    // toml's lexer holds every token at once (~27 bytes per input byte of brackets, found by
+    // radit-fuzz): a corrupt multi-MB file would take GBs, so the size is checked first.
+    let bytes = std::fs::metadata(path).map_err(io)?.len();
+    if bytes > MAX_RECIPE_BYTES {
+        return Err(RecipeError::TooLarge {
+            path: path.to_path_buf(),
+            bytes,
+            max: MAX_RECIPE_BYTES,
+        });
+    }
+    let text = std::fs::read_to_string(path).map_err(io)?;
     // As the user typed it, so the message points at the file they meant.
     let file = path.display().to_string();
     parse_recipe(&text, &file, overrides)
@@ -129,7 +153,7 @@ pub fn parse_recipe<T: DeserializeOwned>(
         .parse()
         .map_err(|e: toml::de::Error| RecipeError::Syntax {
             file: file.to_string(),
-            message: e.to_string().trim_end().to_string(),
+            message: clip_lines(e.to_string().trim_end()),
         })?;
     let mut applied: Vec<(Vec<String>, String)> = Vec::with_capacity(overrides.len());
     for spec in overrides {
@@ -255,7 +279,7 @@ fn classify(
         }
         let suggestion = nearest(&field, &expected);
         return RecipeError::UnknownKey {
-            key: segments.join("."),
+            key: clip(&segments.join(".")),
             file: file.to_string(),
             suggestion,
             expected,
@@ -271,14 +295,33 @@ fn classify(
     let key = if segments.is_empty() {
         "<root>".to_string()
     } else {
-        segments.join(".")
+        clip(&segments.join("."))
     };
     RecipeError::Invalid {
         from_override: override_for(&segments, applied),
         key,
         file: file.to_string(),
-        message,
+        // serde quotes the offending value ("invalid type: string \"...\"").
+        message: clip(&message),
     }
+}
+
+/// Longest key or message (in characters) a recipe error quotes from the file: a corrupt
+/// recipe can hold a key or a line of any length, and the error must stay readable.
+const QUOTE_CHARS: usize = 200;
+
+/// `s` cut to [`QUOTE_CHARS`] characters, with `...` when something was cut.
+fn clip(s: &str) -> String {
+    match s.char_indices().nth(QUOTE_CHARS) {
+        None => s.to_string(),
+        Some((cut, _)) => format!("{}...", &s[..cut]),
+    }
+}
+
+/// toml's message (position, the offending source line with a caret, the reason) with
+/// every line clipped: the quoted source line is as long as the file's line.
+fn clip_lines(message: &str) -> String {
+    message.lines().map(clip).collect::<Vec<_>>().join("\n")
 }
 
 /// The last override whose key is the offending key or a table containing it.
@@ -402,6 +445,35 @@ lr = 1e-4
     fn parse(text: &str, ov: &[&str]) -> Result<(Recipe, Value), RecipeError> {
         let ov: Vec<String> = ov.iter().map(|s| s.to_string()).collect();
         parse_recipe(text, "recipe.toml", &ov)
+    }
+
+    #[test]
+    fn an_oversized_recipe_is_refused_before_parsing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("big.toml");
+        let text = format!("name = \"a\"\nx = {}\n", "{".repeat(2 << 20));
+        std::fs::write(&path, text).unwrap();
+        let e = load_recipe::<Recipe>(&path, &[]).unwrap_err();
+        assert!(matches!(e, RecipeError::TooLarge { .. }), "{e}");
+        assert!(e.to_string().contains("at most 1048576 bytes"), "{e}");
+    }
+
+    #[test]
+    fn errors_quote_at_most_a_clipped_key_or_line() {
+        // Found by radit-fuzz: a 60,000-character key and a 100,000-bracket line came back
+        // whole in the message.
+        let long = "x".repeat(60_000);
+        let cases = [
+            format!("name = \"a\"\n[stages.lm_ft]\nlr{long} = 1.0\n"),
+            format!("name = \"a\"\n[stages]\nlm_ft = {}\n", "[".repeat(100_000)),
+            format!("name = \"{long}\"\n[stages]\nlm_ft = {{ lr = \"{long}\" }}\n"),
+            format!("name = {long}\n"),
+        ];
+        for text in cases {
+            let e = parse_recipe::<Recipe>(&text, "r.toml", &[]).unwrap_err();
+            let m = e.to_string();
+            assert!(m.len() < 2000, "{} bytes: {}", m.len(), &m[..300]);
+        }
     }
 
     #[test]

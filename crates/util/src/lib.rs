@@ -6,10 +6,14 @@
 //!   bit for bit, so their arithmetic is pinned by tests here.
 //! - [`fs`]: durable file and directory replacement (temporary file, fsync, rename, fsync
 //!   of the parent directory).
+//! - [`mutate`]: seeded mutations of a valid input (flips, truncations, huge integer
+//!   fields, text edits) and a runner that classifies a parser's result on each: the shared
+//!   core of the mutation tests and of `radit-fuzz`.
 //!
 //! Only std and thiserror: the crates without burn (radit-data, radit-docstore) depend on it.
 
 #![deny(missing_docs)]
 
 pub mod fs;
+pub mod mutate;
 pub mod rng;

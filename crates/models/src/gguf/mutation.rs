@@ -1,135 +1,48 @@
 //! Mutation test of the two parsers that read untrusted model files: the GGUF reader (with
 //! the Llama config and tokenizer built from its metadata) and the `config.json` parser.
 //!
-//! Seeded byte flips, truncations and huge-length patches of a small valid input: every
-//! case must end in `Ok` or `Err` (never a panic, an abort or a huge allocation), and every
-//! error message must stay short.
+//! The cases come from radit-util's shared generator ([`radit_util::mutate`]): seeded flips,
+//! truncations, huge integer patches and text edits of a small valid input. Every case must
+//! end in `Ok` or a short `Err` (never a panic, an abort or a huge allocation). The long
+//! runs of these and the other untrusted parsers are `scripts/fuzz.sh` (crates/fuzz).
 
-use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
-use radit_util::rng::SplitMix64;
+use radit_util::mutate::{run_case, Mutation, Mutator, Outcome, Style};
 
 use super::testutil::tiny_llama_gguf;
 use super::GgufFile;
 use crate::config::{model_family, BertConfig, LlamaConfig};
 use crate::loader::llama_config_from_gguf;
 
-/// Longest error message accepted.
-const MAX_MESSAGE: usize = 4096;
+/// Per-case time budget: generous, the machine running the tests may be busy.
+const BUDGET: Duration = Duration::from_secs(20);
 
-/// Values patched over length and count fields.
-const HUGE: [u64; 7] = [
-    u64::MAX,
-    u64::MAX / 2,
-    1 << 63,
-    1 << 40,
-    1 << 31,
-    u32::MAX as u64,
-    0x0800_0000,
-];
-
-/// One mutated input and what was done to it (for the failure report).
-struct Case {
-    what: String,
-    bytes: Vec<u8>,
-}
-
-/// Offsets of 8-byte fields in `header` that hold a small non-zero little-endian value:
-/// the lengths and counts a huge-length patch should hit.
-fn length_fields(header: &[u8]) -> Vec<usize> {
-    (0..header.len().saturating_sub(8))
-        .filter(|&at| {
-            let mut b = [0u8; 8];
-            b.copy_from_slice(&header[at..at + 8]);
-            (1..=1 << 16).contains(&u64::from_le_bytes(b))
-        })
-        .collect()
-}
-
-/// `n` seeded mutations of `good`; flips and patches favour the first `focus` bytes, where
-/// the structure is.
-fn mutations(good: &[u8], focus: usize, n: usize, seed: u64) -> Vec<Case> {
-    let mut rng = SplitMix64::new(seed);
-    let fields = length_fields(&good[..focus.min(good.len())]);
-    let mut out = Vec::with_capacity(n);
-    for i in 0..n {
-        let mut bytes = good.to_vec();
-        let what = match i % 4 {
-            0 | 1 => {
-                let flips = 1 + rng.below(4);
-                let mut at_list = Vec::new();
-                for _ in 0..flips {
-                    let span = if rng.below(4) == 0 {
-                        bytes.len()
-                    } else {
-                        focus
-                    };
-                    let at = rng.below(span.min(bytes.len()) as u64) as usize;
-                    bytes[at] ^= 1 << rng.below(8);
-                    at_list.push(at);
-                }
-                format!("bit flips at {at_list:?}")
-            }
-            2 => {
-                let len = rng.below(bytes.len() as u64) as usize;
-                bytes.truncate(len);
-                format!("truncated to {len} bytes")
-            }
-            _ => {
-                // Half the file: a length that still fits, so the bytes it covers are read.
-                let fits = good.len() as u64 / 2;
-                let value = match rng.below(HUGE.len() as u64 + 2) as usize {
-                    k if k < HUGE.len() => HUGE[k],
-                    _ => fits,
-                };
-                let at = match fields.len() {
-                    0 => rng.below(focus.saturating_sub(8).max(1) as u64) as usize,
-                    n => fields[rng.below(n as u64) as usize],
-                };
-                let end = (at + 8).min(bytes.len());
-                bytes[at..end].copy_from_slice(&value.to_le_bytes()[..end - at]);
-                format!("u64 {value:#x} patched at {at}")
-            }
-        };
-        out.push(Case { what, bytes });
-    }
-    out
-}
-
-/// Runs `parse` on every case; returns the cases that panicked or gave an over-long
-/// message, and how many parsed.
-fn run(cases: &[Case], mut parse: impl FnMut(&[u8]) -> Vec<String>) -> (Vec<String>, usize) {
+/// Runs `parse` on every case; returns the failures and how many cases parsed cleanly.
+fn run<F>(cases: Vec<Mutation>, parse: F) -> (Vec<String>, usize)
+where
+    F: Fn(Vec<u8>) -> Result<(), String> + Send + Sync + Copy + 'static,
+{
     let mut failures = Vec::new();
     let mut clean = 0;
     for case in cases {
-        match catch_unwind(AssertUnwindSafe(|| parse(&case.bytes))) {
-            Err(panic) => {
-                let msg = panic
-                    .downcast_ref::<String>()
-                    .cloned()
-                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                    .unwrap_or_default();
-                failures.push(format!("{}: panicked: {msg}", case.what));
-            }
-            Ok(errors) => {
-                if errors.is_empty() {
-                    clean += 1;
-                }
-                for e in errors {
-                    if e.len() >= MAX_MESSAGE {
-                        failures.push(format!(
-                            "{}: {}-byte error message: {}...",
-                            case.what,
-                            e.len(),
-                            e.chars().take(200).collect::<String>()
-                        ));
-                    }
-                }
-            }
+        let Mutation { what, bytes } = case;
+        match run_case(BUDGET, move || parse(bytes)) {
+            Outcome::Ok => clean += 1,
+            Outcome::Err(_) => {}
+            Outcome::Failure(f) => failures.push(format!("{what}: {f}")),
         }
     }
     (failures, clean)
+}
+
+/// `Ok` without errors, else the longest one (the one the message-length check is about).
+fn longest(errors: Vec<String>) -> Result<(), String> {
+    errors
+        .into_iter()
+        .max_by_key(String::len)
+        .map_or(Ok(()), Err)
 }
 
 /// Everything radit reads from a GGUF file before loading weights; the error messages.
@@ -162,16 +75,25 @@ fn gguf_mutations_never_panic_and_errors_stay_short() {
     std::fs::write(&path, &good).expect("write");
     assert_eq!(read_gguf(&path), Vec::<String>::new(), "the unmutated file");
 
-    let cases = mutations(&good, data_start, 400, 0x5eed_6767);
-    let (failures, clean) = run(&cases, |bytes| {
+    let mutator = Mutator::new(&good, data_start, Style::Binary);
+    let cases: Vec<Mutation> = (0..400).map(|i| mutator.case(0x5eed_6767, i)).collect();
+    let n = cases.len();
+    // One file per case: a case that overran the budget may still be reading its own.
+    let root: &'static Path = Box::leak(dir.path().to_path_buf().into_boxed_path());
+    let counter = std::sync::atomic::AtomicUsize::new(0);
+    let counter: &'static _ = Box::leak(Box::new(counter));
+    let (failures, clean) = run(cases, move |bytes| {
+        let i = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path: PathBuf = root.join(format!("mutant-{i}.gguf"));
         std::fs::write(&path, bytes).expect("write");
-        read_gguf(&path)
+        let errors = read_gguf(&path);
+        let _ = std::fs::remove_file(&path);
+        longest(errors)
     });
     assert!(
         failures.is_empty(),
-        "{} of {} cases failed:\n{}",
+        "{} of {n} cases failed:\n{}",
         failures.len(),
-        cases.len(),
         failures.join("\n")
     );
     // Flips in tensor data leave a readable file: the test reaches past the header.
@@ -201,36 +123,8 @@ fn read_config(bytes: &[u8]) -> Vec<String> {
     errors
 }
 
-/// Numbers in a JSON text, with their byte ranges.
-fn numbers(text: &[u8]) -> Vec<(usize, usize)> {
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i < text.len() {
-        if text[i].is_ascii_digit() && (i == 0 || !text[i - 1].is_ascii_alphanumeric()) {
-            let start = i;
-            while i < text.len() && (text[i].is_ascii_digit() || b".eE-+".contains(&text[i])) {
-                i += 1;
-            }
-            out.push((start, i));
-        } else {
-            i += 1;
-        }
-    }
-    out
-}
-
 #[test]
 fn config_json_mutations_never_panic_and_errors_stay_short() {
-    const REPLACEMENTS: [&str; 8] = [
-        "1000000000",
-        "18446744073709551615",
-        "4294967296",
-        "0",
-        "-1",
-        "1e308",
-        "-0.0",
-        "\"x\"",
-    ];
     for (name, fixture) in [
         (
             "minilm",
@@ -247,25 +141,16 @@ fn config_json_mutations_never_panic_and_errors_stay_short() {
             "{name}: exactly one family should reject the fixture: {:?}",
             read_config(good)
         );
-        let mut cases = mutations(good, good.len(), 240, 0xc0ff_ee00 ^ good.len() as u64);
-        // Number swaps: every numeric value replaced by out-of-range ones.
-        let mut rng = SplitMix64::new(7);
-        for (start, end) in numbers(good) {
-            let with = REPLACEMENTS[rng.below(REPLACEMENTS.len() as u64) as usize];
-            let mut bytes = good[..start].to_vec();
-            bytes.extend(with.as_bytes());
-            bytes.extend(&good[end..]);
-            cases.push(Case {
-                what: format!("number at {start} replaced by {with}"),
-                bytes,
-            });
-        }
-        let (failures, _) = run(&cases, read_config);
+        let mutator = Mutator::new(good, good.len(), Style::Text);
+        let cases: Vec<Mutation> = (0..300)
+            .map(|i| mutator.case(0xc0ff_ee00 ^ good.len() as u64, i))
+            .collect();
+        let n = cases.len();
+        let (failures, _) = run(cases, |bytes| longest(read_config(&bytes)));
         assert!(
             failures.is_empty(),
-            "{name}: {} of {} cases failed:\n{}",
+            "{name}: {} of {n} cases failed:\n{}",
             failures.len(),
-            cases.len(),
             failures.join("\n")
         );
     }

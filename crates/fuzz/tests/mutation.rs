@@ -1,0 +1,72 @@
+//! A short mutation run of every untrusted parser (the long runs are `scripts/fuzz.sh`):
+//! each test fails when its parser panics, hangs, aborts the process or returns an error
+//! over `MAX_MESSAGE` bytes on one of the cases.
+
+use std::time::Duration;
+
+use radit_fuzz::{fuzz, target, Budget, FuzzConfig};
+
+/// Cases per target: about a second each in --release on two cores.
+const CASES: u64 = 1000;
+
+fn short_run(name: &str) {
+    let t = target(name).expect("a target of that name");
+    let config = FuzzConfig {
+        seed: 0x7e57_0000,
+        budget: Budget::Cases(CASES),
+        // Generous: the test machine may be busy with other builds.
+        case_budget: Duration::from_secs(30),
+        progress_every: None,
+    };
+    let report = fuzz(t, &config).expect("the seeds build and parse");
+    assert_eq!(report.cases, CASES, "{}", report.summary());
+    assert!(report.failures.is_empty(), "{}", report.summary());
+    // Some mutants still parse: the cases reach past the first check. (Not every target
+    // rejects any: the corpus reader reports bad records and keeps going.)
+    assert!(report.ok > 0, "{}", report.summary());
+}
+
+#[test]
+fn gguf() {
+    short_run("gguf");
+}
+
+#[test]
+fn config_json() {
+    short_run("config-json");
+}
+
+#[test]
+fn safetensors() {
+    short_run("safetensors");
+}
+
+#[test]
+fn tokenizer() {
+    short_run("tokenizer");
+}
+
+#[test]
+fn recipe() {
+    short_run("recipe");
+}
+
+#[test]
+fn jsonl() {
+    short_run("jsonl");
+}
+
+#[test]
+fn tsv() {
+    short_run("tsv");
+}
+
+#[test]
+fn corpus() {
+    short_run("corpus");
+}
+
+#[test]
+fn manifest() {
+    short_run("manifest");
+}
