@@ -70,3 +70,19 @@ fn corpus() {
 fn manifest() {
     short_run("manifest");
 }
+
+/// Cases the long runs found, replayed: each hung or crashed a parser before its fix.
+#[test]
+fn cases_found_by_long_runs_stay_fixed() {
+    // gguf, seed 0x1201 case 129989: a q/k tensor with a zero-sized dimension and a first
+    // dimension of 2^63 kept the llama.cpp row un-permutation looping over empty slices.
+    for (name, seed, case) in [("gguf", 0x1201u64, 129_989u64)] {
+        let t = target(name).expect("a target of that name");
+        let prepared = radit_fuzz::Prepared::new(t, Duration::from_secs(30)).expect("seeds");
+        let (file, m) = prepared.case(seed, case);
+        let outcome = prepared.run_bytes(file, m.bytes, Duration::from_secs(30));
+        if let radit_fuzz::Outcome::Failure(failure) = outcome {
+            panic!("{name} seed {seed:#x} case {case} ({}): {failure}", m.what);
+        }
+    }
+}

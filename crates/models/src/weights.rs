@@ -405,7 +405,14 @@ impl TensorSource for GgufLlamaSource {
             Some(heads) => {
                 let rows = shape.first().copied().unwrap_or(0);
                 let cols = shape.iter().skip(1).product::<usize>();
-                if heads == 0 || rows % heads != 0 || (rows / heads) % 2 != 0 {
+                // A zero-sized dimension would let a corrupt `rows` (2^63, say) drive the
+                // permutation loop over empty slices for minutes: the shape must be the data.
+                if heads == 0
+                    || rows % heads != 0
+                    || (rows / heads) % 2 != 0
+                    || rows.checked_mul(cols) != Some(data.len())
+                    || data.is_empty()
+                {
                     return Err(ModelError::ShapeMismatch {
                         source_name: self.source_name(),
                         tensor: gguf_name,
