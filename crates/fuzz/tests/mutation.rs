@@ -72,11 +72,16 @@ fn manifest() {
 }
 
 /// Cases the long runs found, replayed: each hung or crashed a parser before its fix.
+/// (target, seed, case)
+const FOUND: &[(&str, u64, u64)] = &[
+    // A q/k tensor with a zero-sized dimension and a first dimension of 2^63 kept the
+    // llama.cpp row un-permutation looping over empty slices.
+    ("gguf", 0x1201, 129_989),
+];
+
 #[test]
 fn cases_found_by_long_runs_stay_fixed() {
-    // gguf, seed 0x1201 case 129989: a q/k tensor with a zero-sized dimension and a first
-    // dimension of 2^63 kept the llama.cpp row un-permutation looping over empty slices.
-    for (name, seed, case) in [("gguf", 0x1201u64, 129_989u64)] {
+    for &(name, seed, case) in FOUND {
         let t = target(name).expect("a target of that name");
         let prepared = radit_fuzz::Prepared::new(t, Duration::from_secs(30)).expect("seeds");
         let (file, m) = prepared.case(seed, case);
