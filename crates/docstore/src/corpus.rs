@@ -13,7 +13,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::error::{Error, Result};
+use crate::error::{clip, Error, Result};
 
 /// At most this many issues are kept in a report (all are counted).
 pub const MAX_KEPT_ISSUES: usize = 1000;
@@ -227,7 +227,11 @@ impl Reader<'_> {
                 Some(l) => format!("{}:{}", self.files.get(f).map_or("?", |s| s.as_str()), l),
                 None => self.files.get(f).cloned().unwrap_or_default(),
             };
-            let msg = format!("duplicate id {:?} (first seen at {first}); kept", doc.id);
+            // Ids come from the file and may be any length: quote at most 100 characters.
+            let msg = format!(
+                "duplicate id {:?} (first seen at {first}); kept",
+                clip(&doc.id)
+            );
             self.report.issue(file, line, msg);
         } else {
             self.seen.insert(h, (file_idx, line));
@@ -587,11 +591,11 @@ fn read_json(reader: &mut Reader<'_>, path: &Path) -> Result<()> {
             for (key, v) in entries {
                 match summary_to_document(&key, v) {
                     Ok(doc) => reader.emit(path, None, doc)?,
-                    Err(msg) => {
-                        reader
-                            .report
-                            .malformed(path, None, format!("entry {key:?}: {msg}"))
-                    }
+                    Err(msg) => reader.report.malformed(
+                        path,
+                        None,
+                        format!("entry {:?}: {msg}", clip(&key)),
+                    ),
                 }
             }
         }

@@ -77,6 +77,10 @@ const FOUND: &[(&str, u64, u64)] = &[
     // A q/k tensor with a zero-sized dimension and a first dimension of 2^63 kept the
     // llama.cpp row un-permutation looping over empty slices.
     ("gguf", 0x1201, 129_989),
+    // A 60,000-character document id repeated: the duplicate-id warning quoted it whole.
+    ("corpus", 0x1201, 4_650),
+    // A 10,000-character summaries.json key of a malformed entry, quoted whole.
+    ("corpus", 0x1201, 553_351),
 ];
 
 #[test]
