@@ -43,13 +43,7 @@ pub struct Section {
 pub fn recipe_sections() -> Vec<Section> {
     let schema = schemars::schema_for!(Recipe);
     let root = schema.as_value();
-    let walker = Walker {
-        defs: root
-            .get("$defs")
-            .and_then(Value::as_object)
-            .cloned()
-            .unwrap_or_default(),
-    };
+    let walker = Walker::new(root);
     let mut sections = Vec::new();
     let mut seen = BTreeMap::new();
     walker.table(String::new(), root, None, &mut seen, &mut sections);
@@ -63,13 +57,7 @@ pub fn loss_parameter_sections() -> Vec<(String, Section)> {
         .into_iter()
         .map(|(name, schema)| {
             let root = schema.as_value();
-            let walker = Walker {
-                defs: root
-                    .get("$defs")
-                    .and_then(Value::as_object)
-                    .cloned()
-                    .unwrap_or_default(),
-            };
+            let walker = Walker::new(root);
             let mut sections = Vec::new();
             walker.table(
                 "stages.r_ft.loss".into(),
@@ -206,6 +194,17 @@ struct Walker {
 }
 
 impl Walker {
+    /// A walker over `root`, resolving its `$ref`s against its `$defs`.
+    fn new(root: &Value) -> Self {
+        Self {
+            defs: root
+                .get("$defs")
+                .and_then(Value::as_object)
+                .cloned()
+                .unwrap_or_default(),
+        }
+    }
+
     /// The schema behind a `$ref`, or `schema` itself.
     fn resolve<'a>(&'a self, schema: &'a Value) -> &'a Value {
         match schema.get("$ref").and_then(Value::as_str) {
