@@ -6,16 +6,21 @@ use anyhow::{bail, Context, Result};
 use burn::tensor::Device;
 use clap::{Args, Subcommand};
 use radit_docstore::{
-    build_index, Bm25Params, BuildOptions, ChunkParams, CorpusFormat, DocStore, Embedder,
-    HnswParams, Queries, SearchMode,
+    build_index, merge_shards, Bm25Params, BuildOptions, ChunkParams, CorpusFormat, DocStore,
+    Embedder, HnswParams, MergeOptions, Queries, SearchMode,
 };
 use radit_pipeline::load_embedder;
+use radit_util::shard::Shard;
 
 /// `radit index ...`
 #[derive(Subcommand)]
 pub enum IndexCommand {
-    /// Chunk, embed and store a corpus (resumes an interrupted build of the same output).
+    /// Chunk, embed and store a corpus (resumes an interrupted build of the same output);
+    /// with `--shard I/N`, embed only shard I's part, for `radit index merge`.
     Build(BuildArgs),
+    /// Build the index `--out` from the shards `radit index build --shard I/N` left in
+    /// `OUT.shards/`: byte-for-byte what one process would have built.
+    Merge(MergeArgs),
     /// Search an index and print rank, score, title and text of each hit.
     Search(SearchArgs),
     /// Print an index's manifest summary: counts, encoder, chunking, files.
@@ -67,6 +72,26 @@ pub struct BuildArgs {
     /// Fail on malformed corpus lines instead of reporting and skipping them.
     #[arg(long)]
     strict: bool,
+    /// Embed only this part of the chunks, as `I/N` (task I of N, from 0) or `slurm` (from
+    /// SLURM_ARRAY_TASK_ID and SLURM_ARRAY_TASK_COUNT); the shard goes to
+    /// `OUT.shards/shard-I-of-N/`, and `radit index merge --out OUT` makes the index.
+    #[arg(long, value_name = "I/N|slurm")]
+    shard: Option<Shard>,
+}
+
+/// Arguments of `radit index merge`.
+#[derive(Args)]
+pub struct MergeArgs {
+    /// The index to make; its shards are in `OUT.shards/`.
+    #[arg(long)]
+    out: PathBuf,
+    /// Replace an existing index at `--out`.
+    #[arg(long)]
+    overwrite: bool,
+    /// Keep `OUT.shards/` after the merge (by default it is removed: it duplicates the
+    /// embeddings).
+    #[arg(long)]
+    keep_shards: bool,
 }
 
 /// Arguments of `radit index search`.
@@ -92,6 +117,17 @@ pub struct SearchArgs {
 pub fn run(command: IndexCommand, device: &Device) -> Result<()> {
     match command {
         IndexCommand::Build(args) => build(args, device),
+        IndexCommand::Merge(args) => {
+            let options = MergeOptions {
+                overwrite: args.overwrite,
+                keep_shards: args.keep_shards,
+                ..MergeOptions::default()
+            };
+            let report = merge_shards(&args.out, &options)
+                .with_context(|| format!("merging the shards of {}", args.out.display()))?;
+            eprintln!("{report}");
+            Ok(())
+        }
         IndexCommand::Search(args) => search(args, device),
         IndexCommand::Stats { dir } => {
             let store =
@@ -121,12 +157,24 @@ fn build(args: BuildArgs, device: &Device) -> Result<()> {
         overwrite: args.overwrite,
         restart: args.restart,
         strict: args.strict,
+        shard: args.shard.unwrap_or(Shard::WHOLE),
         ..BuildOptions::default()
     };
     let embedder = load_embedder(&args.encoder, device)?;
-    let report = build_index(&args.corpus, &args.out, &embedder, &options)
-        .with_context(|| format!("building index {}", args.out.display()))?;
-    eprint!("{report}");
+    let what = match options.shard {
+        Shard::WHOLE => format!("building index {}", args.out.display()),
+        shard => format!("building shard {shard} of index {}", args.out.display()),
+    };
+    let report = build_index(&args.corpus, &args.out, &embedder, &options).context(what)?;
+    eprintln!("{report}");
+    if !options.shard.is_whole() {
+        eprintln!(
+            "shard {} done; when all {} are, run `radit index merge --out {}`",
+            options.shard,
+            options.shard.count,
+            args.out.display()
+        );
+    }
     Ok(())
 }
 

@@ -92,7 +92,12 @@ enum Command {
     },
     /// Run a training recipe (its LM-ft and R-ft stages); `--resume` continues from the newest
     /// valid checkpoint.
-    Train(train::RunArgs),
+    Train(train::TrainArgs),
+    /// Precompute R-ft's generator scores (every query's candidates) into the run's score
+    /// cache, for `--shard I/N` of the queries: one array task per shard, then `radit train
+    /// --resume auto` finds them cached. The stages before R-ft must be complete (`radit
+    /// train --until lm_ft`).
+    Score(train::ScoreArgs),
     /// k-fold cross-validation of a recipe: one run per fold (under `OUTPUT_DIR/fold-N`, its
     /// training data split into folds), then mean and std of the dev metrics.
     Cv {
@@ -314,7 +319,8 @@ fn run(cli: Cli) -> Result<train::Ended> {
             let readme = radit_eval::summary::write_summary(&args.request()?)?;
             eprintln!("wrote {}", readme.display());
         }
-        Command::Train(run) => return train::run(&run, &device),
+        Command::Train(args) => return train::run(&args, &device),
+        Command::Score(args) => train::score(&args, &device)?,
         Command::Cv { run, folds } => return train::cross_validation(&run, folds, &device),
         Command::Export { model, out, kind } => {
             match kind {

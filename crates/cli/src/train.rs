@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 use burn::tensor::Device;
 use radit_pipeline::{cross_validate, Pipeline, Recipe, Resume, RunDir};
+use radit_util::shard::Shard;
 
 /// A recipe run: `radit train` and each fold of `radit cv`.
 #[derive(clap::Args)]
@@ -35,6 +36,35 @@ pub struct RunArgs {
     pub sets: Vec<String>,
 }
 
+/// Arguments of `radit train`.
+#[derive(clap::Args)]
+pub struct TrainArgs {
+    #[command(flatten)]
+    pub run: RunArgs,
+    /// Stop after this stage completes (`lm_ft`, `r_ft`, or `round-N/STAGE` with several
+    /// rounds); `--resume` continues from there.
+    #[arg(long, value_name = "STAGE")]
+    pub until: Option<String>,
+}
+
+/// Arguments of `radit score`.
+#[derive(clap::Args)]
+pub struct ScoreArgs {
+    /// The recipe (TOML) of the run whose R-ft targets to score.
+    pub recipe: PathBuf,
+    /// Override the recipe's output directory.
+    #[arg(long)]
+    pub output_dir: Option<PathBuf>,
+    /// Override a recipe key (repeatable); a run already in the output directory allows
+    /// only the changes `--resume` allows.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub sets: Vec<String>,
+    /// Which part of the queries to score: `I/N` (task I of N, from 0) or `slurm` (from
+    /// SLURM_ARRAY_TASK_ID and SLURM_ARRAY_TASK_COUNT); default all of them.
+    #[arg(long, value_name = "I/N|slurm")]
+    pub shard: Option<Shard>,
+}
+
 /// The value of `--resume`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum ResumeArg {
@@ -59,13 +89,22 @@ impl RunArgs {
     fn recipe(&self, extra: &[String]) -> Result<Recipe> {
         let mut sets = self.sets.clone();
         sets.extend_from_slice(extra);
-        let mut recipe = Recipe::load(&self.recipe, &sets)?;
-        if let Some(dir) = &self.output_dir {
-            // A command-line path: relative to where the command runs.
-            recipe.output_dir = std::path::absolute(dir)?;
-        }
-        Ok(recipe)
+        load_recipe(&self.recipe, &sets, self.output_dir.as_deref())
     }
+}
+
+/// `path` with `sets` applied and the output directory replaced by `output_dir`, if given.
+fn load_recipe(
+    path: &std::path::Path,
+    sets: &[String],
+    output_dir: Option<&std::path::Path>,
+) -> Result<Recipe> {
+    let mut recipe = Recipe::load(path, sets)?;
+    if let Some(dir) = output_dir {
+        // A command-line path: relative to where the command runs.
+        recipe.output_dir = std::path::absolute(dir)?;
+    }
+    Ok(recipe)
 }
 
 /// How `radit train` and `radit cv` end.
@@ -77,10 +116,12 @@ pub enum Ended {
 }
 
 /// Runs `radit train`: the stages, then the result table on stdout.
-pub fn run(args: &RunArgs, device: &Device) -> Result<Ended> {
-    let summary = Pipeline::new(args.recipe(&[])?, device.clone())
-        .resume(args.resume())
-        .overwrite(args.overwrite)
+pub fn run(args: &TrainArgs, device: &Device) -> Result<Ended> {
+    let run = &args.run;
+    let summary = Pipeline::new(run.recipe(&[])?, device.clone())
+        .resume(run.resume())
+        .overwrite(run.overwrite)
+        .until(args.until.clone())
         .run()?;
     if summary.interrupted {
         return Ok(Ended::Interrupted);
@@ -88,7 +129,18 @@ pub fn run(args: &RunArgs, device: &Device) -> Result<Ended> {
     for line in &summary.rows {
         println!("{line}");
     }
+    if let Some(label) = &summary.stopped_after {
+        eprintln!("stopped after {label} (--until); continue the run with --resume");
+    }
     Ok(Ended::Completed)
+}
+
+/// Runs `radit score`: one shard of the first unfinished stage's precompute.
+pub fn score(args: &ScoreArgs, device: &Device) -> Result<()> {
+    let recipe = load_recipe(&args.recipe, &args.sets, args.output_dir.as_deref())?;
+    let line = Pipeline::new(recipe, device.clone()).score(args.shard.unwrap_or(Shard::WHOLE))?;
+    println!("{line}");
+    Ok(())
 }
 
 /// Runs `radit cv`: one run per fold under `OUTPUT_DIR/fold-N`, then the table of mean and

@@ -48,8 +48,9 @@ use crate::manifest::*;
 use crate::progress::{fmt_duration, note, Progress, ProgressMode};
 use crate::text::ANALYZER;
 use crate::topk::Scored;
+use radit_util::shard::Shard;
 
-const STATE: &str = "build-state.json";
+pub(crate) const STATE: &str = "build-state.json";
 const PROGRESS: &str = "embed-progress.json";
 const EMB_PARTIAL: &str = "embeddings.f32.partial";
 /// Rows used as queries for the HNSW recall estimate.
@@ -80,6 +81,9 @@ pub struct BuildOptions {
     pub restart: bool,
     /// Fail if the corpus has malformed lines or duplicate ids (default: report and continue).
     pub strict: bool,
+    /// Embed only this shard's chunks into `<out>.shards/shard-I-of-N` (see [`crate::shard`]);
+    /// [`Shard::WHOLE`] builds the index itself.
+    pub shard: Shard,
 }
 
 impl Default for BuildOptions {
@@ -95,6 +99,7 @@ impl Default for BuildOptions {
             overwrite: false,
             restart: false,
             strict: false,
+            shard: Shard::WHOLE,
         }
     }
 }
@@ -158,19 +163,22 @@ impl fmt::Display for BuildReport {
 
 /// Settings an interrupted build must share with the one resuming it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-struct Settings {
-    format_version: u32,
-    corpus_path: String,
-    corpus_fingerprint: String,
-    format: CorpusFormat,
-    chunking: ChunkParams,
-    encoder: EncoderIdentity,
-    batch_size: usize,
+pub(crate) struct Settings {
+    pub(crate) format_version: u32,
+    pub(crate) corpus_path: String,
+    pub(crate) corpus_fingerprint: String,
+    pub(crate) format: CorpusFormat,
+    pub(crate) chunking: ChunkParams,
+    pub(crate) encoder: EncoderIdentity,
+    pub(crate) batch_size: usize,
+    /// `(I, N)` of a shard build; absent for the whole index.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) shard: Option<(usize, usize)>,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
-struct ChunkSummary {
-    chunks: u64,
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub(crate) struct ChunkSummary {
+    pub(crate) chunks: u64,
     words_sum: u64,
     words_max: u64,
     ingest: IngestReport,
@@ -195,7 +203,7 @@ pub struct EmbedProgress {
 }
 
 /// `out` with `suffix` appended to its file name.
-fn sibling(out: &Path, suffix: &str) -> PathBuf {
+pub(crate) fn sibling(out: &Path, suffix: &str) -> PathBuf {
     let mut name = out.file_name().unwrap_or_default().to_os_string();
     name.push(suffix);
     out.with_file_name(name)
@@ -216,13 +224,13 @@ pub fn lock_path(out: &Path) -> PathBuf {
 /// The file holds the holder's process id while locked, for the error message of a concurrent
 /// build. It is never removed: unlinking a lock file lets two later builds lock two different
 /// files of the same name.
-struct OutputLock {
+pub(crate) struct OutputLock {
     file: fs::File,
 }
 
 impl OutputLock {
     /// Takes the lock of `out` without waiting, creating the lock file (and its folder) if needed.
-    fn acquire(out: &Path) -> Result<OutputLock> {
+    pub(crate) fn acquire(out: &Path) -> Result<OutputLock> {
         let path = lock_path(out);
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
@@ -315,10 +323,16 @@ fn settings_difference(old: &Settings, new: &Settings) -> Option<String> {
     if old.batch_size != new.batch_size {
         return differs("batch size", old.batch_size, new.batch_size);
     }
+    if old.shard != new.shard {
+        let show = |s: Option<(usize, usize)>| {
+            s.map_or("the whole index".into(), |(i, n)| format!("shard {i}/{n}"))
+        };
+        return differs("shard", show(old.shard), show(new.shard));
+    }
     None
 }
 
-fn is_empty_dir(dir: &Path) -> bool {
+pub(crate) fn is_empty_dir(dir: &Path) -> bool {
     fs::read_dir(dir).is_ok_and(|mut d| d.next().is_none())
 }
 
@@ -381,8 +395,11 @@ fn record_failure(state_path: &Path, err: &Error) {
     }
 }
 
+/// Whether `dir` may be overwritten by a build: an index, a finished shard, or empty.
 fn is_index_or_empty(dir: &Path) -> bool {
-    dir.join(MANIFEST).is_file() || is_empty_dir(dir)
+    dir.join(MANIFEST).is_file()
+        || dir.join(crate::shard::SHARD_RECORD).is_file()
+        || is_empty_dir(dir)
 }
 
 /// Builds (or resumes building) the index of `corpus` in the folder `out` with `embedder`.
@@ -409,6 +426,13 @@ pub fn build_index(
     if let Some(h) = &opts.hnsw {
         h.validate()?;
     }
+    let shard_out;
+    let out = if opts.shard.is_whole() {
+        out
+    } else {
+        shard_out = crate::shard::shard_dir(out, opts.shard);
+        &shard_out
+    };
     let identity = embedder.identity();
     let dim = embedder.dim();
     if dim == 0 || identity.dim != dim {
@@ -443,6 +467,7 @@ pub fn build_index(
         chunking: opts.chunking,
         encoder: identity.clone(),
         batch_size: opts.batch_size,
+        shard: (!opts.shard.is_whole()).then_some((opts.shard.index, opts.shard.count)),
     };
     let staging = partial_dir(out);
     if opts.restart && staging.exists() {
@@ -516,11 +541,20 @@ fn build_staged(
     let n = summary.chunks as usize;
     let chunks = ChunkFile::open(staging, n)?;
 
-    // Phase 2: embeddings.
-    let emb = embed_all(&chunks, staging, embedder, dim, opts)?;
+    // Phase 2: embeddings (of this shard's rows only, for a shard build).
+    let rows = opts.shard.block_range(n, opts.batch_size);
+    let emb = embed_all(&chunks, rows, staging, embedder, dim, opts)?;
 
-    // Phase 3: finalize.
-    let fin = finalize(staging, &chunks, &summary, &settings_of(&state), dim, opts)?;
+    // Phase 3: finalize (a shard records what the merge needs instead).
+    let fin = if opts.shard.is_whole() {
+        finalize(staging, &chunks, &summary, &settings_of(&state), dim, opts)?
+    } else {
+        crate::shard::finish_shard(staging, &summary, &settings_of(&state), opts)?;
+        Finalized {
+            ann: None,
+            hnsw_seconds: None,
+        }
+    };
     drop(chunks);
     replace_dir(staging, out)?;
     let total = t0.elapsed().as_secs_f64();
@@ -604,14 +638,18 @@ struct EmbedOutcome {
     seconds: f64,
 }
 
+/// Embeds chunk rows `rows` (all of them, or a shard's) into `staging`'s embedding matrix,
+/// resuming after the last durably recorded batch.
 fn embed_all(
     chunks: &ChunkFile,
+    rows: std::ops::Range<usize>,
     staging: &Path,
     embedder: &dyn Embedder,
     dim: usize,
     opts: &BuildOptions,
 ) -> Result<EmbedOutcome> {
-    let n = chunks.len();
+    let first = rows.start;
+    let n = rows.len();
     let final_path = staging.join(EMBEDDINGS_F32);
     let row_bytes = (dim * 4) as u64;
     if final_path.is_file() {
@@ -669,13 +707,13 @@ fn embed_all(
     let mut buf: Vec<u8> = Vec::new();
     while row < n {
         let end = (row + opts.batch_size).min(n);
-        let texts: Vec<String> = (row..end)
+        let texts: Vec<String> = (first + row..first + end)
             .map(|i| chunks.get(i).map(|c| c.encoder_text()))
             .collect::<Result<_>>()?;
         let refs: Vec<&str> = texts.iter().map(|s| s.as_str()).collect();
         let fail = |message: String| Error::Embedder {
-            first: row,
-            end,
+            first: first + row,
+            end: first + end,
             message,
         };
         let vecs = embedder.embed(&refs).map_err(|e| fail(e.to_string()))?;
@@ -691,14 +729,14 @@ fn embed_all(
             if v.len() != dim {
                 return Err(fail(format!(
                     "chunk {} got an embedding of length {} (expected {dim})",
-                    row + i,
+                    first + row + i,
                     v.len()
                 )));
             }
             if let Some(bad) = v.iter().find(|x| !x.is_finite()) {
                 return Err(fail(format!(
                     "chunk {} has a non-finite value {bad}",
-                    row + i
+                    first + row + i
                 )));
             }
             crate::fsutil::extend_f32(&mut buf, v);
@@ -737,12 +775,12 @@ fn embed_all(
     })
 }
 
-struct Finalized {
-    ann: Option<AnnInfo>,
-    hnsw_seconds: Option<f64>,
+pub(crate) struct Finalized {
+    pub(crate) ann: Option<AnnInfo>,
+    pub(crate) hnsw_seconds: Option<f64>,
 }
 
-fn remove_if_exists(p: &Path) -> Result<()> {
+pub(crate) fn remove_if_exists(p: &Path) -> Result<()> {
     match fs::remove_file(p) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
@@ -764,7 +802,10 @@ pub(crate) fn sample_rows(n: usize, count: usize, seed: u64) -> Vec<u32> {
     picked.into_iter().collect()
 }
 
-fn finalize(
+/// Writes what a finished index holds besides chunks and embeddings (f16 copy, BM25, HNSW
+/// with its recall estimate, checksums, manifest) into `staging`: for a single-process build
+/// and for a merge of shards alike, so both give the same files.
+pub(crate) fn finalize(
     staging: &Path,
     chunks: &ChunkFile,
     summary: &ChunkSummary,

@@ -35,6 +35,7 @@ pub mod hnsw;
 pub mod kernels;
 pub mod manifest;
 pub mod progress;
+pub mod shard;
 pub mod store;
 pub mod text;
 pub mod topk;
@@ -53,6 +54,7 @@ pub use exact::exact_top_k;
 pub use hnsw::HnswParams;
 pub use manifest::Manifest;
 pub use progress::ProgressMode;
+pub use shard::{merge_shards, shard_dir, shards_dir, MergeOptions, MergeReport};
 pub use store::{
     rrf, Dense, DocStore, Hit, Hybrid, IndexStats, OpenOptions, Queries, Retriever, SearchMode,
 };

@@ -782,7 +782,7 @@ impl Embedder for Faulty {
         self.inner.identity()
     }
     fn dim(&self) -> usize {
-        8
+        self.inner.dim()
     }
     fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, BoxError> {
         std::thread::sleep(self.sleep);
@@ -1048,4 +1048,179 @@ fn corrupt_manifest_strings_are_clipped_in_errors() {
         )
         .unwrap();
     assert_eq!(hits[0].len(), 2);
+}
+
+/// Forty documents of 25–60 words: several chunks each at 20 words per chunk.
+fn forty_docs(dir: &Path) -> PathBuf {
+    let corpus = dir.join("forty.jsonl");
+    let docs: Vec<(String, String, String)> = (0..40)
+        .map(|i| {
+            let text = format!(
+                "{} shared tail words",
+                words(&format!("d{i}w"), 25 + i % 36)
+            );
+            (i.to_string(), format!("T{i}"), text)
+        })
+        .collect();
+    let refs: Vec<(&str, &str, &str)> = docs
+        .iter()
+        .map(|(a, b, c)| (a.as_str(), b.as_str(), c.as_str()))
+        .collect();
+    write(&corpus, &jsonl(&refs));
+    corpus
+}
+
+fn shard_options(shard: radit_util::shard::Shard) -> BuildOptions {
+    BuildOptions {
+        batch_size: 4,
+        chunking: ChunkParams {
+            max_words: 20,
+            overlap: 5,
+        },
+        f16: true,
+        hnsw: Some(HnswParams::default()),
+        bm25: Some(Bm25Params::default()),
+        shard,
+        ..silent()
+    }
+}
+
+fn shard(index: usize, count: usize) -> radit_util::shard::Shard {
+    radit_util::shard::Shard::new(index, count).unwrap()
+}
+
+fn quiet_merge() -> radit_docstore::MergeOptions {
+    radit_docstore::MergeOptions {
+        progress: ProgressMode::Silent,
+        ..Default::default()
+    }
+}
+
+#[test]
+fn a_merge_of_shards_is_byte_for_byte_the_single_process_build() {
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = forty_docs(dir.path());
+    let embedder = HashEmbedder::new(16, 3);
+    let reference = dir.path().join("single");
+    let single = build_index(&corpus, &reference, &embedder, &shard_options(shard(0, 1))).unwrap();
+    assert!(single.chunks > 60, "{} chunks", single.chunks);
+
+    for count in [2, 3] {
+        let out = dir.path().join(format!("merged-{count}"));
+        let mut embedded = 0;
+        for i in 0..count {
+            let r = build_index(&corpus, &out, &embedder, &shard_options(shard(i, count))).unwrap();
+            assert_eq!(r.out, radit_docstore::shard_dir(&out, shard(i, count)));
+            embedded += r.embedded;
+        }
+        assert_eq!(embedded, single.chunks, "every chunk embedded once");
+        assert!(!out.exists(), "shards do not make an index");
+        let report = radit_docstore::merge_shards(&out, &quiet_merge()).unwrap();
+        assert_eq!((report.shards, report.chunks), (count, single.chunks));
+        assert_eq!(dir_files(&reference), dir_files(&out), "N = {count}");
+        assert!(!radit_docstore::shards_dir(&out).exists());
+
+        let (a, b) = (
+            DocStore::open(&reference).unwrap(),
+            DocStore::open(&out).unwrap(),
+        );
+        let q = embedder.embed_one("d7w3 d7w4 shared tail");
+        for mode in ["exact", "ann", "bm25", "hybrid"] {
+            let mode: SearchMode = mode.parse().unwrap();
+            let queries = Queries::both(&q, &["d7w3 d7w4 shared tail"]);
+            let (x, y) = (
+                a.search(&queries, 10, &mode).unwrap(),
+                b.search(&queries, 10, &mode).unwrap(),
+            );
+            let ids = |h: &[radit_docstore::Hit]| -> Vec<(u32, f32)> {
+                h.iter().map(|h| (h.id, h.score)).collect()
+            };
+            assert_eq!(ids(&x[0]), ids(&y[0]), "{mode:?}");
+        }
+    }
+}
+
+#[test]
+fn a_merge_names_missing_unfinished_corrupt_and_mismatched_shards() {
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = forty_docs(dir.path());
+    let embedder = HashEmbedder::new(16, 3);
+    let out = dir.path().join("idx");
+    let merge = || {
+        radit_docstore::merge_shards(&out, &quiet_merge())
+            .unwrap_err()
+            .to_string()
+    };
+
+    let err = merge();
+    assert!(
+        err.contains("holds no shards") && err.contains("--shard I/N"),
+        "{err}"
+    );
+
+    build_index(&corpus, &out, &embedder, &shard_options(shard(0, 2))).unwrap();
+    let err = merge();
+    assert!(err.contains("shard 1/2 not finished"), "{err}");
+
+    // A shard whose encoder fails partway is unfinished, and resumes from its batches.
+    let faulty = Faulty {
+        inner: HashEmbedder::new(16, 3),
+        ..Faulty::new(2, false)
+    };
+    build_index(&corpus, &out, &faulty, &shard_options(shard(1, 2))).unwrap_err();
+    let err = merge();
+    assert!(err.contains("unfinished: shard-1-of-2"), "{err}");
+    let resumed = build_index(&corpus, &out, &embedder, &shard_options(shard(1, 2))).unwrap();
+    assert_eq!(resumed.resumed_from, 8, "two batches of 4 were kept");
+
+    // Another split's shard beside them.
+    let stray = build_index(&corpus, &out, &embedder, &shard_options(shard(0, 3))).unwrap();
+    let err = merge();
+    assert!(
+        err.contains("different splits") && err.contains("N = 3"),
+        "{err}"
+    );
+    fs::remove_dir_all(&stray.out).unwrap();
+
+    // A shard built with other settings.
+    let other = BuildOptions {
+        chunking: ChunkParams {
+            max_words: 30,
+            overlap: 5,
+        },
+        overwrite: true,
+        ..shard_options(shard(1, 2))
+    };
+    build_index(&corpus, &out, &embedder, &other).unwrap();
+    let err = merge();
+    assert!(
+        err.contains("shard-1-of-2 was built with other settings"),
+        "{err}"
+    );
+    let fixed = BuildOptions {
+        overwrite: true,
+        ..shard_options(shard(1, 2))
+    };
+    build_index(&corpus, &out, &embedder, &fixed).unwrap();
+
+    // A corrupted embedding: detected by checksum, the shards are left as they are.
+    let matrix = radit_docstore::shard_dir(&out, shard(1, 2)).join("embeddings.f32");
+    let mut bytes = fs::read(&matrix).unwrap();
+    bytes[17] ^= 0x40;
+    fs::write(&matrix, &bytes).unwrap();
+    let err = merge();
+    assert!(
+        err.contains("is corrupt") && err.contains("rebuild this shard"),
+        "{err}"
+    );
+    assert!(!out.exists());
+    bytes[17] ^= 0x40;
+    fs::write(&matrix, &bytes).unwrap();
+
+    radit_docstore::merge_shards(&out, &quiet_merge()).unwrap();
+    let reference = dir.path().join("single");
+    build_index(&corpus, &reference, &embedder, &shard_options(shard(0, 1))).unwrap();
+    assert_eq!(dir_files(&reference), dir_files(&out));
+    // A second merge into the finished index needs overwrite.
+    build_index(&corpus, &out, &embedder, &shard_options(shard(0, 1))).unwrap_err();
 }

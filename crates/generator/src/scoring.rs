@@ -186,6 +186,31 @@ pub fn weights_fingerprint<M: Module>(model: &M) -> Result<String, GeneratorErro
     }
 }
 
+/// The readable lines of a cache file as `(key, score)`, and how many were not readable.
+fn read_cache_lines(path: &Path) -> Result<(Vec<(u64, LmScore)>, usize), GeneratorError> {
+    let io = |e| GeneratorError::Io(path.to_path_buf(), e);
+    let reader = BufReader::new(File::open(path).map_err(io)?);
+    let mut lines = Vec::new();
+    let mut skipped = 0;
+    for line in reader.lines() {
+        let line = line.map_err(io)?;
+        let parsed = serde_json::from_str::<CacheLine>(&line)
+            .ok()
+            .and_then(|l| Some((u64::from_str_radix(&l.key, 16).ok()?, l)));
+        match parsed {
+            Some((key, l)) => lines.push((
+                key,
+                LmScore {
+                    logprob: l.logprob,
+                    tokens: l.tokens,
+                },
+            )),
+            None => skipped += 1,
+        }
+    }
+    Ok((lines, skipped))
+}
+
 #[derive(Serialize, Deserialize)]
 struct CacheLine {
     key: String,
@@ -209,29 +234,12 @@ impl ScoreCache {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(io)?;
         }
-        let mut scores = HashMap::new();
-        let mut skipped_lines = 0;
-        if path.is_file() {
-            let reader = BufReader::new(File::open(path).map_err(io)?);
-            for line in reader.lines() {
-                let line = line.map_err(io)?;
-                let parsed = serde_json::from_str::<CacheLine>(&line)
-                    .ok()
-                    .and_then(|l| Some((u64::from_str_radix(&l.key, 16).ok()?, l)));
-                match parsed {
-                    Some((key, l)) => {
-                        scores.insert(
-                            key,
-                            LmScore {
-                                logprob: l.logprob,
-                                tokens: l.tokens,
-                            },
-                        );
-                    }
-                    None => skipped_lines += 1,
-                }
-            }
-        }
+        let (lines, skipped_lines) = if path.is_file() {
+            read_cache_lines(path)?
+        } else {
+            (Vec::new(), 0)
+        };
+        let scores: HashMap<u64, LmScore> = lines.into_iter().collect();
         let mut file = OpenOptions::new()
             .create(true)
             .append(true)
@@ -262,6 +270,21 @@ impl ScoreCache {
     /// Lines that could not be read (torn or corrupt) when the cache was opened.
     pub fn skipped_lines(&self) -> usize {
         self.skipped_lines
+    }
+
+    /// Adds the scores of another cache file (a shard's, from `radit score --shard`) that
+    /// this one lacks, appending them here so this file alone holds them from then on.
+    /// Returns how many were new; torn lines of `other` are skipped.
+    pub fn absorb(&mut self, other: &Path) -> Result<usize, GeneratorError> {
+        let (lines, _) = read_cache_lines(other)?;
+        let mut added = 0;
+        for (key, score) in lines {
+            if !self.scores.contains_key(&key) {
+                self.insert(key, score)?;
+                added += 1;
+            }
+        }
+        Ok(added)
     }
 
     fn get(&self, key: u64) -> Option<LmScore> {

@@ -18,6 +18,7 @@ use crate::recipe::Recipe;
 use crate::resume;
 use crate::run_dir::{RunDir, StageDone};
 use crate::stage::{AnyStage, BuiltinStage, Context, Models};
+use radit_util::shard::Shard;
 
 /// RA-DIT driven by a recipe: the built-in stages its `[stages]` configure, the losses R-ft
 /// may name, and any stage a Rust user adds.
@@ -39,6 +40,7 @@ pub struct Pipeline {
     overwrite: bool,
     losses: LossRegistry,
     custom: Vec<Box<dyn AnyStage>>,
+    until: Option<String>,
 }
 
 /// Whether a run continues one already in its output directory.
@@ -66,6 +68,8 @@ pub struct RunSummary {
     pub metrics: Vec<(String, f64)>,
     /// Whether a signal stopped the run before every stage completed.
     pub interrupted: bool,
+    /// The stage [`Pipeline::until`] stopped after, when it did.
+    pub stopped_after: Option<String>,
 }
 
 impl Pipeline {
@@ -78,6 +82,40 @@ impl Pipeline {
             overwrite: false,
             losses: LossRegistry::builtin(),
             custom: Vec::new(),
+            until: None,
+        }
+    }
+
+    /// Stop after the stage with this label (`lm_ft`, or `round-2/r_ft` in a multi-round
+    /// recipe) completes: e.g. LM-ft alone, before `radit score` spreads R-ft's scoring over
+    /// processes and a resumed run trains R-ft.
+    pub fn until(mut self, label: Option<String>) -> Self {
+        self.until = label;
+        self
+    }
+
+    /// Every stage's label in run order (`lm_ft`, or `round-N/lm_ft` with several rounds).
+    pub fn labels(&self) -> Vec<String> {
+        let run = RunDir::new(&self.recipe.output_dir);
+        let rounds = self.recipe.stages.rounds;
+        let names = self.order();
+        (1..=rounds)
+            .flat_map(|round| {
+                let run = &run;
+                names
+                    .iter()
+                    .map(move |name| run.stage(name, round, rounds).label)
+            })
+            .collect()
+    }
+
+    fn check_until(&self) -> Result<()> {
+        match &self.until {
+            Some(label) if !self.labels().contains(label) => invalid!(
+                "--until `{label}`: this recipe's stages are {}",
+                self.labels().join(", ")
+            ),
+            _ => Ok(()),
         }
     }
 
@@ -223,11 +261,7 @@ impl Pipeline {
                     .into(),
             });
         }
-        let (previous, _) = radit_train::recipe::load_recipe::<Recipe>(&run.recipe_path(), &[])?;
-        let mut previous = previous;
-        previous.output_dir = self.recipe.output_dir.clone();
-        let changes = resume::changes(&previous, &self.recipe)?;
-        resume::check(&changes)?;
+        let changes = self.changes_from(run)?;
         if !changes.is_empty() {
             for c in &changes {
                 tracing::info!(
@@ -250,6 +284,17 @@ impl Pipeline {
         Ok(())
     }
 
+    /// The recipe changes from the run in `run` (which holds one), refused unless each is
+    /// one of [`resume::RESUMABLE_CHANGES`].
+    fn changes_from(&self, run: &RunDir) -> Result<Vec<resume::Change>> {
+        let (previous, _) = radit_train::recipe::load_recipe::<Recipe>(&run.recipe_path(), &[])?;
+        let mut previous = previous;
+        previous.output_dir = self.recipe.output_dir.clone();
+        let changes = resume::changes(&previous, &self.recipe)?;
+        resume::check(&changes)?;
+        Ok(changes)
+    }
+
     /// Runs every stage in order for every round under the recipe's `output_dir`; a stage
     /// completed earlier is skipped on resume and its weights handed on.
     pub fn run(&self) -> Result<RunSummary> {
@@ -258,18 +303,129 @@ impl Pipeline {
         let builtins = self.builtin_stages();
         let stages = self.resolve(&names, &builtins)?;
         self.check_loss()?;
+        self.check_until()?;
         // Before any model loads: a signal while loading ends the process at once (nothing
         // is unsaved yet), one during training saves a checkpoint first.
         let stop = radit_train::signals::install()?;
         let run = RunDir::new(&recipe.output_dir);
         self.claim(&run, &names)?;
         std::fs::create_dir_all(run.root()).map_err(|e| PipelineError::io(run.root(), e))?;
-        let resolved = toml::to_string(recipe)
-            .map_err(|e| PipelineError::Invalid(format!("serializing the recipe: {e}")))?;
+        let resolved = self.resolved()?;
         radit_util::fs::atomic_write(&run.recipe_path(), resolved.as_bytes())?;
+        let resume = self.resume != Resume::No;
+        self.with_loaded(&run, &resolved, &stop, resume, |ctx, mut models| {
+            let mut summary = RunSummary::default();
+            let rounds = recipe.stages.rounds;
+            for round in 1..=rounds {
+                for (name, stage) in names.iter().zip(&stages) {
+                    let dir = run.stage(name, round, rounds);
+                    let Some(done) = stage.run(ctx, &mut models, &dir)? else {
+                        summary.interrupted = true;
+                        return Ok(summary);
+                    };
+                    summary.rows.extend(done.rows.iter().cloned());
+                    summary.metrics.extend(
+                        done.metrics
+                            .iter()
+                            .map(|(metric, value)| (format!("{}/{metric}", dir.label), *value)),
+                    );
+                    let label = dir.label.clone();
+                    summary.stages.push((dir.label, done));
+                    if self.until.as_ref() == Some(&label) {
+                        tracing::info!(
+                            "{label}: stopping here as asked (--until); continue the run with \
+                             --resume"
+                        );
+                        summary.stopped_after = Some(label);
+                        return Ok(summary);
+                    }
+                }
+            }
+            Ok(summary)
+        })
+    }
 
+    /// Computes `shard`'s part of the precompute of the first unfinished stage (R-ft: the
+    /// generator's scores of its queries' candidates) into that stage's folder, where a
+    /// later `radit train --resume` finds it; the stages before it must be complete. Writes
+    /// nothing else, so every shard of an array job can run at once. Returns the stage's
+    /// summary line.
+    pub fn score(&self, shard: Shard) -> Result<String> {
+        let recipe = &self.recipe;
+        let names = self.order();
+        let builtins = self.builtin_stages();
+        let stages = self.resolve(&names, &builtins)?;
+        self.check_loss()?;
+        let stop = radit_train::signals::install()?;
+        let run = RunDir::new(&recipe.output_dir);
+        if run.holds_run() {
+            self.changes_from(&run)?;
+        }
+        let index = self.index_dir(&run);
+        if !index.join("manifest.json").is_file() {
+            invalid!(
+                "{}: no index yet; scoring shards do not build it (they would race): build it \
+                 first with `radit index build` (or its shards and `radit index merge`), or \
+                 with `radit train --until STAGE`",
+                index.display()
+            );
+        }
+        let resolved = self.resolved()?;
+        self.with_loaded(&run, &resolved, &stop, true, |ctx, mut models| {
+            let rounds = recipe.stages.rounds;
+            for round in 1..=rounds {
+                for (name, stage) in names.iter().zip(&stages) {
+                    let dir = run.stage(name, round, rounds);
+                    if dir.read_done()?.is_some() {
+                        stage.adopt(ctx, &dir, &mut models)?;
+                        continue;
+                    }
+                    return match stage.precompute(ctx, &models, &dir, shard)? {
+                        Some(line) => Ok(line),
+                        None => Err(PipelineError::Invalid(format!(
+                            "`{label}` is the first unfinished stage and has nothing to \
+                             score; the stages after it need the model it trains: run \
+                             `radit train RECIPE --until {label}` first",
+                            label = dir.label
+                        ))),
+                    };
+                }
+            }
+            invalid!(
+                "every stage of the run in {} is complete: nothing to score",
+                run.root().display()
+            )
+        })
+    }
+
+    /// The recipe as the TOML stored with the run and its checkpoints.
+    fn resolved(&self) -> Result<String> {
+        toml::to_string(&self.recipe)
+            .map_err(|e| PipelineError::Invalid(format!("serializing the recipe: {e}")))
+    }
+
+    /// The recipe's index folder: `docstore.index`, else the run's `index/`.
+    fn index_dir(&self, run: &RunDir) -> std::path::PathBuf {
+        self.recipe
+            .docstore
+            .index
+            .clone()
+            .unwrap_or_else(|| run.default_index())
+    }
+
+    /// Loads what every stage shares (encoder, index, generator, data, prompt builder) and
+    /// calls `f` with the stages' context and the starting models.
+    fn with_loaded<T>(
+        &self,
+        run: &RunDir,
+        resolved: &str,
+        stop: &radit_train::signals::StopFlag,
+        resume: bool,
+        f: impl FnOnce(&Context<'_>, Models) -> Result<T>,
+    ) -> Result<T> {
+        let recipe = &self.recipe;
         let embedder = load_embedder(&recipe.retriever.encoder, &self.device)?;
-        let store = open_or_build_index(recipe, &run, &embedder)?;
+        let store = open_or_build_index(recipe, run, &embedder)?;
         let generator = Generator::load(&recipe.generator.model, &self.device).map_err(|e| {
             PipelineError::model(format!("generator {}", recipe.generator.model), e)
         })?;
@@ -277,9 +433,9 @@ impl Pipeline {
         let builder = prompt_builder(recipe, &generator.tokenizer)?;
         let ctx = Context {
             recipe,
-            run: &run,
-            resume: self.resume != Resume::No,
-            resolved: &resolved,
+            run,
+            resume,
+            resolved,
             embedder: &embedder,
             store: &store,
             search: recipe.search_mode()?,
@@ -287,34 +443,16 @@ impl Pipeline {
             builder: &builder,
             train: &train,
             dev: &dev,
-            stop: &stop,
+            stop,
             device: &self.device,
         };
-        let mut models = Models {
+        let models = Models {
             generator: generator.model.clone(),
             generator_source: recipe.generator.model.clone(),
             query: None,
             query_source: recipe.retriever.encoder.clone(),
         };
-        let mut summary = RunSummary::default();
-        let rounds = recipe.stages.rounds;
-        for round in 1..=rounds {
-            for (name, stage) in names.iter().zip(&stages) {
-                let dir = run.stage(name, round, rounds);
-                let Some(done) = stage.run(&ctx, &mut models, &dir)? else {
-                    summary.interrupted = true;
-                    return Ok(summary);
-                };
-                summary.rows.extend(done.rows.iter().cloned());
-                summary.metrics.extend(
-                    done.metrics
-                        .iter()
-                        .map(|(metric, value)| (format!("{}/{metric}", dir.label), *value)),
-                );
-                summary.stages.push((dir.label.clone(), done));
-            }
-        }
-        Ok(summary)
+        f(&ctx, models)
     }
 }
 

@@ -11,6 +11,7 @@ use radit_retriever::eval::{metric_pairs, retrieval_metrics};
 use radit_retriever::loss::LossRegistry;
 use radit_retriever::{RftExample, RftObjective, RftSettings, TargetSource};
 use radit_train::trainer::{BoxError, TrainConfig};
+use radit_util::shard::Shard;
 
 use crate::error::{PipelineError, Result};
 use crate::recipe::RFtSection;
@@ -28,6 +29,42 @@ impl RFtStage {
     pub fn new(section: RFtSection, losses: Arc<LossRegistry>) -> Self {
         Self { section, losses }
     }
+}
+
+impl RFtStage {
+    /// Candidates and generator targets, scored by the current generator through `cache`.
+    fn targets<'a>(
+        &self,
+        ctx: &'a Context<'a>,
+        models: &'a Models,
+        cache: ScoreCache,
+    ) -> Result<TargetSource<'a, radit_generator::PromptTokenizer<'a>>> {
+        Ok(TargetSource {
+            scorer: LmScorer::new(
+                &models.generator,
+                ctx.builder,
+                ctx.tokenizer.pad_id(),
+                weights_fingerprint(&models.generator)?,
+                self.section.score_batch,
+            ),
+            cache: Some(cache),
+            k: self.section.candidates,
+            search: ctx.search,
+        })
+    }
+}
+
+/// Opens a score cache, warning about lines a killed writer tore (they are recomputed).
+fn open_cache(path: &std::path::Path) -> Result<ScoreCache> {
+    let cache = ScoreCache::open(path)?;
+    if cache.skipped_lines() > 0 {
+        tracing::warn!(
+            "{}: {} unreadable line(s) skipped; their scores are recomputed",
+            path.display(),
+            cache.skipped_lines()
+        );
+    }
+    Ok(cache)
 }
 
 impl Stage for RFtStage {
@@ -54,28 +91,15 @@ impl Stage for RFtStage {
         let section = &self.section;
         let loss = self.losses.build_spec(&section.loss)?;
         let start: &'a Encoder = models.query_encoder(ctx);
-        let generator_id = weights_fingerprint(&models.generator)?;
-        let cache_path = stage.score_cache();
-        let cache = ScoreCache::open(&cache_path)?;
-        if cache.skipped_lines() > 0 {
-            tracing::warn!(
-                "{}: {} unreadable line(s) skipped; their scores are recomputed",
-                cache_path.display(),
-                cache.skipped_lines()
+        let mut cache = open_cache(&stage.score_cache())?;
+        for shard in stage.score_cache_shards()? {
+            let added = cache.absorb(&shard)?;
+            tracing::info!(
+                "R-ft: {added} generator score(s) taken from {}",
+                shard.display()
             );
         }
-        let targets = TargetSource {
-            scorer: LmScorer::new(
-                &models.generator,
-                ctx.builder,
-                ctx.tokenizer.pad_id(),
-                generator_id,
-                section.score_batch,
-            ),
-            cache: Some(cache),
-            k: section.candidates,
-            search: ctx.search,
-        };
+        let targets = self.targets(ctx, models, cache)?;
         let queries = queries(ctx, section)?;
         tracing::info!(
             "R-ft: scoring {} queries × {} candidates with the generator ({} loss)",
@@ -140,6 +164,53 @@ impl Stage for RFtStage {
         models.query_source = query.source.clone();
         models.query = Some(query);
         Ok(())
+    }
+
+    fn precompute(
+        &self,
+        ctx: &Context<'_>,
+        models: &Models,
+        stage: &StageDir,
+        shard: Shard,
+    ) -> Result<Option<String>> {
+        let section = &self.section;
+        let leave_one_out = self
+            .losses
+            .build_spec(&section.loss)?
+            .requires()
+            .leave_one_out;
+        let start = models.query_encoder(ctx);
+        let path = if shard.is_whole() {
+            stage.score_cache()
+        } else {
+            stage.score_cache_shard(shard)
+        };
+        let mut targets = self.targets(ctx, models, open_cache(&path)?)?;
+        let queries = queries(ctx, section)?;
+        let range = shard.range(queries.len());
+        tracing::info!(
+            "R-ft scoring, shard {shard}: queries {}..{} of {} × {} candidates into {}",
+            range.start,
+            range.end,
+            queries.len(),
+            section.candidates,
+            path.display()
+        );
+        let (_, report) = targets.prepare_range(
+            ctx.store,
+            start,
+            &start.model,
+            &queries,
+            leave_one_out,
+            range.clone(),
+        )?;
+        Ok(Some(format!(
+            "{}: shard {shard}, queries {}..{} of {}: {report}",
+            stage.label,
+            range.start,
+            range.end,
+            queries.len()
+        )))
     }
 
     fn adopt(&self, ctx: &Context<'_>, stage: &StageDir, models: &mut Models) -> Result<()> {

@@ -16,6 +16,8 @@ use std::path::{Path, PathBuf};
 use radit_eval::summary::StageLogFile;
 use serde::{Deserialize, Serialize};
 
+use radit_util::shard::Shard;
+
 use crate::error::{PipelineError, Result};
 
 /// Marker written when a stage has completed: a resumed pipeline skips the stage and
@@ -261,6 +263,32 @@ impl StageDir {
     /// R-ft's on-disk cache of generator scores.
     pub fn score_cache(&self) -> PathBuf {
         self.dir.join("lm_scores.jsonl")
+    }
+
+    /// The score cache `radit score --shard I/N` fills for one shard; training absorbs every
+    /// shard's file into [`StageDir::score_cache`].
+    pub fn score_cache_shard(&self, shard: Shard) -> PathBuf {
+        self.dir
+            .join(format!("lm_scores.{}.jsonl", shard.file_tag()))
+    }
+
+    /// The shard score caches present, in name order.
+    pub fn score_cache_shards(&self) -> Result<Vec<PathBuf>> {
+        let entries = match std::fs::read_dir(&self.dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(PipelineError::io(&self.dir, e)),
+        };
+        let mut out = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(|e| PipelineError::io(&self.dir, e))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with("lm_scores.shard-") && name.ends_with(".jsonl") {
+                out.push(entry.path());
+            }
+        }
+        out.sort();
+        Ok(out)
     }
 
     /// Whether the stage completed (done marker and final weights present).

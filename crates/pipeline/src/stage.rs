@@ -20,6 +20,7 @@ use radit_train::signals::StopFlag;
 use radit_train::trainer::{
     train, BoxError, Evaluator, Objective, Outcome, RunContext, TrainConfig,
 };
+use radit_util::shard::Shard;
 
 use crate::error::{PipelineError, Result};
 use crate::recipe::Recipe;
@@ -175,6 +176,20 @@ pub trait Stage {
     ) -> Result<()>;
     /// Makes the `final/` weights of a stage completed earlier current in `models`.
     fn adopt(&self, ctx: &Context<'_>, stage: &StageDir, models: &mut Models) -> Result<()>;
+    /// Computes `shard`'s part of the expensive, cacheable work [`Stage::prepare`] does
+    /// before training and stores it in the stage folder, where `prepare` finds it: what
+    /// `radit score --shard I/N` spreads over processes (R-ft: the generator's scores of
+    /// every query's candidates). Returns a summary line, or `None` (the default) when the
+    /// stage has nothing to precompute.
+    fn precompute(
+        &self,
+        _ctx: &Context<'_>,
+        _models: &Models,
+        _stage: &StageDir,
+        _shard: Shard,
+    ) -> Result<Option<String>> {
+        Ok(None)
+    }
 }
 
 /// A stage behind a trait object, so that one pipeline runs stages of different model types.
@@ -188,6 +203,16 @@ pub trait AnyStage {
         models: &mut Models,
         stage: &StageDir,
     ) -> Result<Option<StageDone>>;
+    /// [`Stage::adopt`].
+    fn adopt(&self, ctx: &Context<'_>, stage: &StageDir, models: &mut Models) -> Result<()>;
+    /// [`Stage::precompute`].
+    fn precompute(
+        &self,
+        ctx: &Context<'_>,
+        models: &Models,
+        stage: &StageDir,
+        shard: Shard,
+    ) -> Result<Option<String>>;
 }
 
 impl<S: Stage> AnyStage for S {
@@ -201,6 +226,18 @@ impl<S: Stage> AnyStage for S {
         stage: &StageDir,
     ) -> Result<Option<StageDone>> {
         drive(self, ctx, models, stage)
+    }
+    fn adopt(&self, ctx: &Context<'_>, stage: &StageDir, models: &mut Models) -> Result<()> {
+        Stage::adopt(self, ctx, stage, models)
+    }
+    fn precompute(
+        &self,
+        ctx: &Context<'_>,
+        models: &Models,
+        stage: &StageDir,
+        shard: Shard,
+    ) -> Result<Option<String>> {
+        Stage::precompute(self, ctx, models, stage, shard)
     }
 }
 

@@ -65,6 +65,11 @@ pub struct PrepareReport {
     pub generator_prefers_positive: usize,
     /// Queries where the retriever already ranks the positive first.
     pub retriever_prefers_positive: usize,
+    /// Generator scores computed by this preparation.
+    pub scores_computed: usize,
+    /// Generator scores not computed: found in the on-disk cache, or repeats of a request
+    /// made for another query.
+    pub scores_cached: usize,
 }
 
 impl std::fmt::Display for PrepareReport {
@@ -73,12 +78,14 @@ impl std::fmt::Display for PrepareReport {
             f,
             "R-ft candidates: {} queries ready, {} dropped (instance longer than max_len), \
              {} with an answer-bearing or source chunk, ranked first by the generator for {} \
-             and by the retriever for {}",
+             and by the retriever for {}; generator scores: {} computed, {} reused (cached or repeated)",
             self.ready,
             self.dropped,
             self.with_positive,
             self.generator_prefers_positive,
-            self.retriever_prefers_positive
+            self.retriever_prefers_positive,
+            self.scores_computed,
+            self.scores_cached
         )
     }
 }
@@ -107,6 +114,29 @@ impl<T: Tokenize> TargetSource<'_, T> {
         queries: &[RftExample],
         leave_one_out: bool,
     ) -> Result<(Vec<Option<Candidates>>, PrepareReport), RetrieverError> {
+        self.prepare_range(
+            store,
+            encoder,
+            model,
+            queries,
+            leave_one_out,
+            0..queries.len(),
+        )
+    }
+
+    /// [`TargetSource::prepare`] for the queries `range` only (one shard of `radit score`).
+    /// Candidates are still retrieved for every query, as one batch, exactly as the whole
+    /// preparation does: query embeddings depend on their batch, so a shard retrieving only
+    /// its own queries could find other candidates than training later looks up.
+    pub fn prepare_range(
+        &mut self,
+        store: &DocStore,
+        encoder: &Encoder,
+        model: &Bert,
+        queries: &[RftExample],
+        leave_one_out: bool,
+        range: std::ops::Range<usize>,
+    ) -> Result<(Vec<Option<Candidates>>, PrepareReport), RetrieverError> {
         let k = self.k.min(store.len().saturating_sub(1)).max(1);
         let texts: Vec<&str> = queries
             .iter()
@@ -114,8 +144,19 @@ impl<T: Tokenize> TargetSource<'_, T> {
             .collect();
         let query = QueryEncoder { encoder, model };
         let hits = Retriever::new(store, &query)?.retrieve_ids(&texts, k + 1, &self.search)?;
+        let (queries, hits) = match (queries.get(range.clone()), hits.get(range.clone())) {
+            (Some(q), Some(h)) => (q, h),
+            _ => {
+                return Err(RetrieverError::Input(format!(
+                    "queries {}..{} asked of {}",
+                    range.start,
+                    range.end,
+                    queries.len()
+                )))
+            }
+        };
         let mut lists = Vec::with_capacity(queries.len());
-        for (q, scored) in queries.iter().zip(&hits) {
+        for (q, scored) in queries.iter().zip(hits) {
             let mut ids: Vec<u32> = scored
                 .iter()
                 .map(|s| s.id)
@@ -166,9 +207,20 @@ impl<T: Tokenize> TargetSource<'_, T> {
                 }
             }
         }
+        let cached_before = self.cache.as_ref().map(ScoreCache::len);
         let scores = self.scorer.score(&requests, self.cache.as_mut())?;
         let per_query = if leave_one_out { 2 } else { 1 };
-        let mut report = PrepareReport::default();
+        let scored = scores.iter().filter(|s| s.is_some()).count();
+        // What the cache gained is what the generator computed.
+        let computed = match (cached_before, self.cache.as_ref()) {
+            (Some(before), Some(cache)) => cache.len() - before,
+            _ => scored,
+        };
+        let mut report = PrepareReport {
+            scores_computed: computed,
+            scores_cached: scored.saturating_sub(computed),
+            ..PrepareReport::default()
+        };
         let mut out = Vec::with_capacity(queries.len());
         let mut at = 0;
         for (ids, _, positive) in lists {

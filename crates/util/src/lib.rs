@@ -9,6 +9,8 @@
 //! - [`mutate`]: seeded mutations of a valid input (flips, truncations, huge integer
 //!   fields, text edits) and a runner that classifies a parser's result on each: the shared
 //!   core of the mutation tests and of `radit-fuzz`.
+//! - [`shard`]: which part of a job task `I` of `N` owns (`--shard I/N` or a SLURM array
+//!   task), the one split every sharded command uses.
 //!
 //! Only std and thiserror: the crates without burn (radit-data, radit-docstore) depend on it.
 
@@ -17,3 +19,4 @@
 pub mod fs;
 pub mod mutate;
 pub mod rng;
+pub mod shard;
