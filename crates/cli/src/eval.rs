@@ -13,8 +13,9 @@ use anyhow::{bail, Context, Result};
 use burn::tensor::Device;
 use clap::{Args, ValueEnum};
 use radit_data::Example;
-use radit_eval::{EvalConfig, EvalReport, Mode, Scoring};
+use radit_eval::{EvalConfig, EvalReport, Mode, Scoring, ShardInfo};
 use radit_pipeline::{load_examples, EvalModels, ModelSource, Recipe, RunDir};
+use radit_util::shard::Shard;
 
 /// `--mode`
 #[derive(Clone, Copy, ValueEnum)]
@@ -123,6 +124,23 @@ pub struct EvalArgs {
     /// Seed of the bootstrap confidence intervals.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Evaluate only this part of the questions, as `I/N` (task I of N, from 0) or `slurm`
+    /// (from SLURM_ARRAY_TASK_ID and SLURM_ARRAY_TASK_COUNT); the report's default name ends
+    /// in `.shard-I-of-N.json`, and `radit eval-merge` makes the whole report of the shards.
+    #[arg(long, value_name = "I/N|slurm")]
+    shard: Option<Shard>,
+}
+
+/// Arguments of `radit eval-merge`.
+#[derive(Args)]
+pub struct MergeArgs {
+    /// The shard reports (`radit eval --shard I/N`), one per shard, in any order.
+    #[arg(required = true)]
+    parts: Vec<PathBuf>,
+    /// Where to write the merged report (default: the shards' name without
+    /// `.shard-I-of-N`, which is the name a whole evaluation would have written).
+    #[arg(long)]
+    out: Option<PathBuf>,
 }
 
 /// Arguments of `radit ask`.
@@ -232,9 +250,23 @@ pub fn eval(args: &EvalArgs, device: &Device) -> Result<()> {
         (Some(d), _) | (None, Some(d)) => d.clone(),
         (None, None) => bail!("give --data FILE (the recipe has no data.dev)"),
     };
-    let examples: Vec<Example> = load_examples(&data, args.limit)?;
+    let mut examples: Vec<Example> = load_examples(&data, args.limit)?;
     if examples.is_empty() {
         bail!("{}: no examples", data.display());
+    }
+    let shard = args.shard.filter(|s| !s.is_whole()).map(|s| {
+        // Whole question groups: each shard's batches are the whole evaluation's.
+        let range = s.block_range(examples.len(), radit_eval::QUESTION_GROUP);
+        ShardInfo {
+            index: s.index,
+            count: s.count,
+            first: range.start,
+            end: range.end,
+            total: examples.len(),
+        }
+    });
+    if let Some(s) = shard {
+        examples = examples.drain(s.first..s.end).collect();
     }
     let k = chunks_per_question(&loaded, args.k);
     let config = eval_config(m, &loaded.recipe, k, args.seed);
@@ -244,8 +276,12 @@ pub fn eval(args: &EvalArgs, device: &Device) -> Result<()> {
             let data_name = data
                 .file_stem()
                 .map_or("data".into(), |s| s.to_string_lossy());
+            let part = match shard {
+                Some(s) => format!(".shard-{}-of-{}", s.index, s.count),
+                None => String::new(),
+            };
             let name = format!(
-                "eval-{}-{mode}-{}-k{k}-{}.json",
+                "eval-{}-{mode}-{}-k{k}-{}{part}.json",
                 slug(&loaded.label),
                 config.scoring,
                 slug(&data_name)
@@ -265,19 +301,79 @@ pub fn eval(args: &EvalArgs, device: &Device) -> Result<()> {
         config.scoring,
         config.k
     );
-    let info = loaded.run_info(Some(&data));
-    let report: EvalReport = loaded.with_evaluator(config, m.max_len, |ev| {
-        let mut progress = |done: usize, total: usize| eprintln!("  {done}/{total} questions");
-        Ok(ev.evaluate(&examples, info, &mut progress)?)
-    })?;
-    if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    if let Some(s) = shard {
+        eprintln!(
+            "shard {}/{}: questions {}..{} of {}",
+            s.index, s.count, s.first, s.end, s.total
+        );
     }
-    let json = serde_json::to_string_pretty(&report).context("serializing the report")?;
-    std::fs::write(&out, json).with_context(|| format!("writing {}", out.display()))?;
+    let info = loaded.run_info(Some(&data));
+    let mut report: EvalReport = loaded.with_evaluator(config, m.max_len, |ev| {
+        let mut progress = |done: usize, total: usize| eprintln!("  {done}/{total} questions");
+        let first = shard.map_or(0, |s| s.first);
+        Ok(ev.evaluate_from(first, &examples, info, &mut progress)?)
+    })?;
+    report.shard = shard;
+    write_report(&report, &out)?;
     eprintln!("wrote {} ({:.1} s)", out.display(), report.seconds);
     print!("{}", report.to_markdown());
     Ok(())
+}
+
+/// Writes a report as pretty JSON, atomically (a killed job leaves the old file or none).
+fn write_report(report: &EvalReport, out: &std::path::Path) -> Result<()> {
+    if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let json = serde_json::to_string_pretty(report).context("serializing the report")?;
+    radit_util::fs::atomic_write(out, json.as_bytes())?;
+    Ok(())
+}
+
+/// Runs `radit eval-merge`: the shard reports of one evaluation as one report.
+pub fn merge(args: &MergeArgs) -> Result<()> {
+    let parts = args
+        .parts
+        .iter()
+        .map(|path| {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            serde_json::from_str::<EvalReport>(&text)
+                .with_context(|| format!("{} is not a `radit eval` report", path.display()))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let merged = radit_eval::merge_reports(parts)?;
+    let out = match &args.out {
+        Some(out) => out.clone(),
+        None => whole_name(&args.parts[0])?,
+    };
+    write_report(&merged, &out)?;
+    eprintln!(
+        "wrote {} ({} questions from {} shards)",
+        out.display(),
+        merged.questions.len(),
+        args.parts.len()
+    );
+    print!("{}", merged.to_markdown());
+    Ok(())
+}
+
+/// `eval-x.shard-0-of-4.json` → `eval-x.json`.
+fn whole_name(part: &std::path::Path) -> Result<PathBuf> {
+    let name = part.file_name().map(|n| n.to_string_lossy().into_owned());
+    let whole = name.as_deref().and_then(|n| {
+        let stem = n.strip_suffix(".json")?;
+        let (stem, tag) = stem.rsplit_once(".shard-")?;
+        let (i, n) = tag.split_once("-of-")?;
+        (i.parse::<usize>().is_ok() && n.parse::<usize>().is_ok()).then(|| format!("{stem}.json"))
+    });
+    match whole {
+        Some(w) => Ok(part.with_file_name(w)),
+        None => bail!(
+            "{}: not named like a shard report (`NAME.shard-I-of-N.json`); give --out",
+            part.display()
+        ),
+    }
 }
 
 /// Runs `radit ask`.

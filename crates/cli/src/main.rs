@@ -117,6 +117,9 @@ enum Command {
     /// Evaluate a run's models on QA data: EM/F1/ROUGE-L (bootstrap CIs), multiple-choice
     /// accuracy, recall@k/MRR, with the RA-DIT ensemble over chunks or a baseline mode.
     Eval(eval::EvalArgs),
+    /// Merge the shard reports of one evaluation (`radit eval --shard I/N`) into the report
+    /// one process would have written: metrics and bootstrap intervals over all questions.
+    EvalMerge(eval::MergeArgs),
     /// Answer one question with the ensemble; prints the chunks used and their weights.
     Ask(eval::AskArgs),
     /// Build, search and inspect document indexes.
@@ -311,6 +314,7 @@ fn run(cli: Cli) -> Result<train::Ended> {
         }
         Command::Eval(args) => eval::eval(&args, &device)?,
         Command::Ask(args) => eval::ask(&args, &device)?,
+        Command::EvalMerge(args) => eval::merge(&args)?,
         Command::Index(command) => index::run(command, &device)?,
         Command::Bench(command) => radit_bench::run(command, &device)?,
         Command::Data(DataCommand::Answerable(args)) => data::answerable(&args)?,

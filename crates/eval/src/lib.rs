@@ -41,10 +41,10 @@ pub use ensemble::{
     contributions, ensemble_log_likelihood, logsumexp, retrieval_log_weights, Likelihood, Scoring,
     DEFAULT_RETRIEVER_TEMPERATURE,
 };
-pub use pipeline::{Evaluator, QueryEncoder, Retrieved};
+pub use pipeline::{Evaluator, QueryEncoder, Retrieved, QUESTION_GROUP};
 pub use report::{
-    markdown_table, CandidateRecord, ChunkUse, EvalMetrics, EvalReport, QuestionRecord,
-    RetrievalSummary, RunInfo,
+    markdown_table, merge_reports, CandidateRecord, ChunkUse, EvalMetrics, EvalReport,
+    MergeError, QuestionRecord, RetrievalSummary, RunInfo, ShardInfo,
 };
 
 /// Errors of evaluation.

@@ -56,7 +56,7 @@ struct Plan {
 }
 
 /// Questions processed together (retrieval, generation and scoring batches span them).
-const GROUP: usize = 16;
+pub const QUESTION_GROUP: usize = 16;
 
 impl<'a, T: Tokenize> Evaluator<'a, T> {
     /// An evaluator of `generator` (inference device) whose prompts `builder` makes and whose
@@ -153,6 +153,20 @@ impl<'a, T: Tokenize> Evaluator<'a, T> {
         run: RunInfo,
         progress: &mut dyn FnMut(usize, usize),
     ) -> Result<EvalReport, EvalError> {
+        self.evaluate_from(0, examples, run, progress)
+    }
+
+    /// [`Evaluator::evaluate`] for the part of a dataset that starts at question `first`
+    /// (one shard of `radit eval --shard`): example `i` gets key `(dataset, first + i)`, the
+    /// key the whole evaluation gives it, so its prompt (markers are drawn per key) is the
+    /// same. With `first` a multiple of [`QUESTION_GROUP`] the batches are the same too.
+    pub fn evaluate_from(
+        &self,
+        first: usize,
+        examples: &[Example],
+        run: RunInfo,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<EvalReport, EvalError> {
         let start = Instant::now();
         self.check_retrieval(examples)?;
         let mut questions = Vec::with_capacity(examples.len());
@@ -163,13 +177,13 @@ impl<'a, T: Tokenize> Evaluator<'a, T> {
                 (
                     ExampleKey {
                         dataset: self.dataset,
-                        example: i,
+                        example: first + i,
                     },
                     e,
                 )
             })
             .collect();
-        for group in items.chunks(GROUP) {
+        for group in items.chunks(QUESTION_GROUP) {
             questions.extend(self.run_group(group)?);
             progress(questions.len(), examples.len());
         }
@@ -180,6 +194,7 @@ impl<'a, T: Tokenize> Evaluator<'a, T> {
             metrics,
             seconds: start.elapsed().as_secs_f64(),
             questions,
+            shard: None,
         })
     }
 

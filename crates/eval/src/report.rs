@@ -203,6 +203,108 @@ pub struct EvalReport {
     pub seconds: f64,
     /// One record per question, in input order.
     pub questions: Vec<QuestionRecord>,
+    /// The part of the questions a sharded evaluation covered (`radit eval --shard I/N`);
+    /// absent for a whole evaluation, and for the merge of all shards.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard: Option<ShardInfo>,
+}
+
+/// Which questions one shard of an evaluation covered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardInfo {
+    /// This shard, `0..count`.
+    pub index: usize,
+    /// Shards of the evaluation.
+    pub count: usize,
+    /// Its questions are `first..end` of the data.
+    pub first: usize,
+    /// One past its last question.
+    pub end: usize,
+    /// Questions in the whole evaluation.
+    pub total: usize,
+}
+
+/// Why shard reports cannot be merged.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct MergeError(pub String);
+
+/// One report from the shard reports of an evaluation (`radit eval --shard I/N`, every `I`
+/// of one `N`): the questions in data order, and metrics and bootstrap intervals computed on
+/// all of them, as one process evaluating every question would report them. The shards
+/// must have evaluated the same models with the same settings on the same data.
+pub fn merge_reports(mut parts: Vec<EvalReport>) -> Result<EvalReport, MergeError> {
+    let fail = |m: String| Err(MergeError(m));
+    parts.sort_by_key(|p| p.shard.map(|s| s.index));
+    let Some(first) = parts.first() else {
+        return fail("no shard reports to merge".into());
+    };
+    let Some(info) = first.shard else {
+        return fail("a report without a `shard` field is among the shard reports".into());
+    };
+    let (run, config) = (first.run.clone(), first.config.clone());
+    let mut seen = vec![false; info.count];
+    for p in &parts {
+        let Some(s) = p.shard else {
+            return fail("a report without a `shard` field is among the shard reports".into());
+        };
+        if s.count != info.count || s.total != info.total {
+            return fail(format!(
+                "shard {}/{} of {} questions does not belong with shard {}/{} of {}",
+                s.index, s.count, s.total, info.index, info.count, info.total
+            ));
+        }
+        if s.index >= s.count || std::mem::replace(&mut seen[s.index], true) {
+            return fail(format!("shard {}/{} is given twice (or out of range)", s.index, s.count));
+        }
+        if p.run != run {
+            return fail(format!(
+                "shard {}/{} evaluated other models or data ({:?}) than shard {}/{} ({:?})",
+                s.index, s.count, p.run, info.index, info.count, run
+            ));
+        }
+        if p.config != config {
+            return fail(format!(
+                "shard {}/{} used other settings than shard {}/{}",
+                s.index, s.count, info.index, info.count
+            ));
+        }
+    }
+    let missing: Vec<String> = (0..info.count)
+        .filter(|&i| !seen[i])
+        .map(|i| format!("{i}/{}", info.count))
+        .collect();
+    if !missing.is_empty() {
+        return fail(format!("shard report(s) missing: {}", missing.join(", ")));
+    }
+    let mut at = 0;
+    for p in &parts {
+        let s = p.shard.unwrap_or(info);
+        if s.first != at || s.end - s.first != p.questions.len() {
+            return fail(format!(
+                "shard {}/{} holds questions {}..{} ({} records), expected to start at {at}",
+                s.index,
+                s.count,
+                s.first,
+                s.end,
+                p.questions.len()
+            ));
+        }
+        at = s.end;
+    }
+    if at != info.total {
+        return fail(format!("the shards cover {at} of {} questions", info.total));
+    }
+    let seconds = parts.iter().map(|p| p.seconds).sum();
+    let questions: Vec<QuestionRecord> = parts.into_iter().flat_map(|p| p.questions).collect();
+    Ok(EvalReport {
+        metrics: EvalMetrics::compute(&questions, &config),
+        run,
+        config,
+        seconds,
+        questions,
+        shard: None,
+    })
 }
 
 impl EvalReport {

@@ -58,6 +58,16 @@ pub enum SummaryError {
         #[source]
         source: serde_json::Error,
     },
+    /// A report of one shard of an evaluation: its metrics cover only part of the questions.
+    #[error("--eval {label}: {} is shard {shard} of an evaluation; merge the shards first (`radit eval-merge`)", path.display())]
+    ShardReport {
+        /// Its label.
+        label: String,
+        /// Its file.
+        path: PathBuf,
+        /// `I/N`.
+        shard: String,
+    },
     /// A stage's `metrics.jsonl` cannot be read.
     #[error("cannot read {}", path.display())]
     ReadLog {
@@ -270,6 +280,14 @@ fn load_eval(label: String, path: &Path) -> Result<Eval, SummaryError> {
             })
         }
     };
+    if let Some(shard) = report.shard {
+        // A part's metrics are not the evaluation's.
+        return Err(SummaryError::ShardReport {
+            label,
+            path: path.to_path_buf(),
+            shard: format!("{}/{}", shard.index, shard.count),
+        });
+    }
     Ok(Eval {
         label,
         path: path.to_path_buf(),

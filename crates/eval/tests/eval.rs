@@ -245,6 +245,7 @@ fn metrics_aggregate_records_and_render() {
         metrics: m,
         seconds: 1.0,
         questions: records,
+        shard: None,
     };
     let json = serde_json::to_string(&report).unwrap();
     let back: EvalReport = serde_json::from_str(&json).unwrap();
@@ -671,4 +672,72 @@ fn free_generation_is_rescored_and_reported() {
     assert!(report
         .to_markdown()
         .contains("| ensemble | nll_token | 2 | 4 |"));
+}
+
+/// Shard reports merge into the report of the whole evaluation: questions in data order,
+/// metrics and bootstrap intervals over all of them; incomplete or mixed sets are refused.
+#[test]
+fn shard_reports_merge_into_the_whole_report() {
+    use radit_eval::{merge_reports, ShardInfo};
+    let records: Vec<QuestionRecord> = (0..23)
+        .map(|i| QuestionRecord {
+            id: format!("q{i}"),
+            ..record(f64::from(u8::from(i % 3 != 0)), Some(i % 5), None)
+        })
+        .collect();
+    let config = EvalConfig {
+        bootstrap_seed: 3,
+        ..EvalConfig::default()
+    };
+    let run = RunInfo {
+        label: "LM-ft".into(),
+        ..RunInfo::default()
+    };
+    let whole = EvalReport {
+        run: run.clone(),
+        config: config.clone(),
+        metrics: EvalMetrics::compute(&records, &config),
+        seconds: 3.0,
+        questions: records.clone(),
+        shard: None,
+    };
+    let part = |index: usize, count: usize| {
+        let s = radit_util::shard::Shard::new(index, count).unwrap();
+        let range = s.range(records.len());
+        let questions = records[range.clone()].to_vec();
+        EvalReport {
+            run: run.clone(),
+            config: config.clone(),
+            metrics: EvalMetrics::compute(&questions, &config),
+            seconds: 1.0,
+            questions,
+            shard: Some(ShardInfo {
+                index,
+                count,
+                first: range.start,
+                end: range.end,
+                total: records.len(),
+            }),
+        }
+    };
+    // Any order in.
+    let merged = merge_reports(vec![part(2, 3), part(0, 3), part(1, 3)]).unwrap();
+    assert_eq!(merged, whole);
+    assert_ne!(part(0, 3).metrics, whole.metrics, "a shard's metrics are its own");
+
+    let err = |parts: Vec<EvalReport>| merge_reports(parts).unwrap_err().to_string();
+    assert!(err(vec![part(0, 3), part(2, 3)]).contains("missing: 1/3"));
+    assert!(err(vec![part(0, 2), part(0, 2), part(1, 2)]).contains("given twice"));
+    assert!(err(vec![part(0, 2), part(1, 3)]).contains("does not belong"));
+    assert!(err(vec![whole.clone(), part(0, 1)]).contains("without a `shard` field"));
+    let mut other_model = part(1, 2);
+    other_model.run.label = "base".into();
+    assert!(err(vec![part(0, 2), other_model]).contains("other models"));
+    let mut other_k = part(1, 2);
+    other_k.config.k = 7;
+    assert!(err(vec![part(0, 2), other_k]).contains("other settings"));
+    let mut short = part(1, 2);
+    short.questions.pop();
+    assert!(err(vec![part(0, 2), short]).contains("records"));
+    assert!(err(Vec::new()).contains("no shard reports"));
 }
