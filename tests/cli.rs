@@ -852,6 +852,7 @@ fn synthetic_eval_report(label: &str, n: usize, score: impl Fn(usize) -> f64) ->
         config,
         seconds: 1.0,
         questions,
+        shard: None,
     };
     serde_json::to_string(&report).unwrap()
 }
@@ -1690,12 +1691,19 @@ fn recipes_are_discoverable_and_validated_all_at_once() {
 /// when dropped, also when the test fails.
 struct LocalSlurm {
     dir: PathBuf,
+    /// One cluster at a time: every one binds the same ports.
+    _one_at_a_time: std::sync::MutexGuard<'static, ()>,
 }
+
+static SLURM: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 impl LocalSlurm {
     /// Starts the cluster under `dir`, or `None` (with the reason printed) when SLURM is not
     /// installed or cannot run here. With `RADIT_REQUIRE_SLURM=1` (CI) that is a failure.
     fn start(dir: &std::path::Path) -> Option<Self> {
+        let guard = SLURM
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         let required = std::env::var("RADIT_REQUIRE_SLURM").as_deref() == Ok("1");
         let script = concat!(
             env!("CARGO_MANIFEST_DIR"),
@@ -1725,6 +1733,7 @@ impl LocalSlurm {
         }
         Some(Self {
             dir: dir.to_path_buf(),
+            _one_at_a_time: guard,
         })
     }
 
@@ -1788,7 +1797,7 @@ impl Drop for LocalSlurm {
     }
 }
 
-/// A training job under a real SLURM (`scripts/slurm/train.sbatch`): preempted with SIGUSR1
+/// A training job under a real SLURM (`scripts/slurm/radit.sbatch train`): preempted with SIGUSR1
 /// after its first checkpoint, it saves, exits 75 and requeues itself; the requeued job runs
 /// the same command line, resumes, and ends with weights and losses bitwise equal to an
 /// uninterrupted run.
@@ -1816,15 +1825,19 @@ fn a_preempted_slurm_job_requeues_and_ends_bitwise_equal() {
     let run = dir.path().join("slurm-run");
     let sbatch = concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../../scripts/slurm/train.sbatch"
+        "/../../scripts/slurm/radit.sbatch"
     );
     let out = Command::new("sbatch")
         .args([
             "--parsable",
+            "--job-name=radit-train",
             sbatch,
+            "train",
             recipe,
             "--output-dir",
             run.to_str().unwrap(),
+            "--resume",
+            "auto",
         ])
         .current_dir(dir.path())
         .env("SLURM_CONF", slurm.conf())
@@ -1837,7 +1850,7 @@ fn a_preempted_slurm_job_requeues_and_ends_bitwise_equal() {
         String::from_utf8_lossy(&out.stderr)
     );
     let job = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    let log = dir.path().join(format!("radit-radit-train-{job}.log"));
+    let log = dir.path().join(format!("radit-train-{job}.log"));
 
     let first = run.join("lm_ft/checkpoints/step-00000002/manifest.json");
     slurm.wait_job(&job, "first checkpoint", |_| first.is_file());
@@ -1882,5 +1895,221 @@ fn a_preempted_slurm_job_requeues_and_ends_bitwise_equal() {
     assert!(
         a_weights == b_weights,
         "final weights differ after the requeue"
+    );
+}
+
+/// The tiny LM-ft recipe with an R-ft stage and dev data.
+fn tiny_r_ft_recipe(dir: &std::path::Path, root: &std::path::Path) -> PathBuf {
+    let recipe = tiny_recipe(dir, root);
+    let text = std::fs::read_to_string(&recipe).unwrap();
+    let text = text.replace(
+        "[data]\n",
+        &format!(
+            "[data]\ndev = \"{}\"\ndev_limit = 8\n",
+            concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../../datasets/synthetic/dev.jsonl"
+            )
+        ),
+    ) + r#"
+[stages.r_ft]
+candidates = 4
+batch_size = 4
+corpus_pairs = 4
+pair_words = 20
+[stages.r_ft.train]
+lr = 1e-5
+max_steps = 3
+schedule = { kind = "constant" }
+"#;
+    std::fs::write(&recipe, text).unwrap();
+    recipe
+}
+
+/// The `JobState` of every record of a job (one per task of an array job).
+fn job_states(slurm: &LocalSlurm, job: &str) -> Vec<String> {
+    let text = slurm.run("scontrol", &["show", "job", job]);
+    let states: Vec<String> = text
+        .split_whitespace()
+        .filter_map(|kv| kv.strip_prefix("JobState=").map(str::to_string))
+        .collect();
+    if text.contains("DependencyNeverSatisfied") {
+        return vec!["NEVER".into()];
+    }
+    states
+}
+
+/// RA-DIT's precompute spread over SLURM array tasks (`scripts/slurm/pipeline.sh RECIPE 2`):
+/// index shards and their merge, LM-ft, scoring shards, R-ft, evaluation shards and their
+/// merge, each job waiting for the one before. The merged index is byte-for-byte the
+/// single-process build, R-ft finds every generator score cached, and the merged evaluation
+/// report is the single-process evaluation's.
+#[test]
+fn a_slurm_array_pipeline_shards_the_precompute_and_matches_one_process() {
+    let Some(root) = assets() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let Some(slurm) = LocalSlurm::start(&dir.path().join("slurm")) else {
+        return;
+    };
+    let started = std::time::Instant::now();
+    let recipe = tiny_r_ft_recipe(dir.path(), &root);
+    let recipe = recipe.to_str().unwrap();
+    let run = dir.path().join("run");
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../scripts/slurm/pipeline.sh"
+    );
+    let out = Command::new(script)
+        .args([recipe, "2", "--output-dir", run.to_str().unwrap()])
+        .args(["--eval-limit", "20"])
+        .current_dir(dir.path())
+        .env("SLURM_CONF", slurm.conf())
+        .env("RADIT", env!("CARGO_BIN_EXE_radit"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let jobs: Vec<(String, String)> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_once(' '))
+        .map(|(name, id)| (name.to_string(), id.to_string()))
+        .collect();
+    let names: Vec<&str> = jobs.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "index",
+            "merge",
+            "lm-ft",
+            "score",
+            "train",
+            "eval",
+            "eval-merge"
+        ]
+    );
+    let logs = || {
+        let mut text = String::new();
+        for entry in std::fs::read_dir(dir.path()).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "log") {
+                text += &format!("== {}\n", path.display());
+                text += &std::fs::read_to_string(&path).unwrap_or_default();
+            }
+        }
+        text
+    };
+    for (name, job) in &jobs {
+        slurm.wait_job(job, "end", |s| {
+            let states = job_states(s, job);
+            !states.is_empty()
+                && states.iter().all(|st| {
+                    matches!(
+                        st.as_str(),
+                        "COMPLETED" | "FAILED" | "CANCELLED" | "TIMEOUT" | "NEVER"
+                    )
+                })
+        });
+        let states = job_states(&slurm, job);
+        assert!(
+            states.iter().all(|s| s == "COMPLETED"),
+            "job {name} ({job}): {states:?}\n{}\n{}",
+            logs(),
+            slurm.logs()
+        );
+        if matches!(name.as_str(), "index" | "score" | "eval") {
+            assert_eq!(states.len(), 2, "{name}: one record per array task");
+        }
+    }
+    let pipeline_seconds = started.elapsed().as_secs_f64();
+    let text = logs();
+
+    // The index: byte-for-byte a single process's build of the recipe's index.
+    let single = dir.path().join("single-index");
+    let out = radit(
+        &[
+            "index",
+            "build",
+            "--recipe",
+            recipe,
+            "--set",
+            &format!("docstore.index={}", single.display()),
+        ],
+        &[],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let index = dir.path().join("index");
+    for name in [
+        "manifest.json",
+        "chunks.jsonl",
+        "chunks.offsets",
+        "embeddings.f32",
+    ] {
+        assert!(
+            std::fs::read(index.join(name)).unwrap() == std::fs::read(single.join(name)).unwrap(),
+            "{name} differs from the single-process build"
+        );
+    }
+    assert!(
+        !dir.path().join("index.shards").exists(),
+        "the merge removes the shards"
+    );
+
+    // Scoring: both shards scored, and R-ft computed nothing itself.
+    for shard in ["shard 0/2, queries 0..", "shard 1/2, queries "] {
+        assert!(text.contains(shard), "{shard}:\n{text}");
+    }
+    assert!(
+        text.contains("generator scores: 0 computed"),
+        "R-ft recomputed scores:\n{text}"
+    );
+    assert!(run.join("r_ft/final/model.safetensors").is_file());
+
+    // Evaluation: the merged report is the one-process report.
+    let whole = dir.path().join("whole.json");
+    let out = radit(
+        &[
+            "eval",
+            "--checkpoint",
+            run.to_str().unwrap(),
+            "--limit",
+            "20",
+            "--out",
+            whole.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let read = |p: &std::path::Path| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
+    };
+    let (merged, whole) = (read(&run.join("eval-sharded.json")), read(&whole));
+    assert!(merged.get("shard").is_none());
+    assert_eq!(merged["metrics"], whole["metrics"]);
+    assert_eq!(merged["run"], whole["run"]);
+    let predictions = |r: &serde_json::Value| -> Vec<(String, String)> {
+        r["questions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|q| (q["id"].to_string(), q["prediction"].to_string()))
+            .collect()
+    };
+    assert_eq!(predictions(&merged), predictions(&whole));
+    assert_eq!(predictions(&merged).len(), 20);
+    eprintln!(
+        "slurm pipeline: jobs {jobs:?} completed in {pipeline_seconds:.0} s; {:.0} s with the \
+         single-process checks",
+        started.elapsed().as_secs_f64()
     );
 }

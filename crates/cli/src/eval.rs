@@ -118,7 +118,8 @@ pub struct EvalArgs {
     k: Option<usize>,
     /// Where to write the JSON report (default: in the run directory, or the recipe's output
     /// directory, `eval-MODELS-MODE-SCORING-kK-DATA.json`: evaluations of different models,
-    /// settings or data never share a file).
+    /// settings or data never share a file); with `--shard`, `X.json` becomes
+    /// `X.shard-I-of-N.json`.
     #[arg(long)]
     out: Option<PathBuf>,
     /// Seed of the bootstrap confidence intervals.
@@ -271,7 +272,14 @@ pub fn eval(args: &EvalArgs, device: &Device) -> Result<()> {
     let k = chunks_per_question(&loaded, args.k);
     let config = eval_config(m, &loaded.recipe, k, args.seed);
     let out = match &args.out {
-        Some(o) => o.clone(),
+        Some(o) => match shard {
+            // Every shard of an array job is given the same --out.
+            Some(s) => {
+                let stem = o.file_stem().map_or("eval".into(), |s| s.to_string_lossy());
+                o.with_file_name(format!("{stem}.shard-{}-of-{}.json", s.index, s.count))
+            }
+            None => o.clone(),
+        },
         None => {
             let data_name = data
                 .file_stem()

@@ -9,7 +9,7 @@ use radit_docstore::{
     build_index, merge_shards, Bm25Params, BuildOptions, ChunkParams, CorpusFormat, DocStore,
     Embedder, HnswParams, MergeOptions, Queries, SearchMode,
 };
-use radit_pipeline::load_embedder;
+use radit_pipeline::{load_embedder, IndexPlan, Recipe};
 use radit_util::shard::Shard;
 
 /// `radit index ...`
@@ -33,18 +33,25 @@ pub enum IndexCommand {
 /// Arguments of `radit index build`.
 #[derive(Args)]
 pub struct BuildArgs {
+    /// Build the index a recipe reads (corpus, document encoder, output folder and chunking
+    /// from its `[docstore]` and `retriever.encoder`), exactly as `radit train` would.
+    #[arg(long, conflicts_with_all = ["corpus", "encoder", "out", "chunk_words", "overlap"])]
+    recipe: Option<PathBuf>,
+    /// Override a key of `--recipe` (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE", requires = "recipe")]
+    sets: Vec<String>,
     /// Corpus: a .jsonl file, a folder of .txt/.md files, or the Wikipedia summaries JSON.
-    #[arg(long)]
-    corpus: PathBuf,
+    #[arg(long, required_unless_present = "recipe")]
+    corpus: Option<PathBuf>,
     /// Corpus format: auto, jsonl, text-dir or wiki-summaries.
     #[arg(long, default_value = "auto")]
     format: String,
     /// Document encoder: a model directory or hub id.
-    #[arg(long)]
-    encoder: String,
+    #[arg(long, required_unless_present = "recipe")]
+    encoder: Option<String>,
     /// Output index directory.
-    #[arg(long)]
-    out: PathBuf,
+    #[arg(long, required_unless_present = "recipe")]
+    out: Option<PathBuf>,
     /// Maximum words per chunk.
     #[arg(long, default_value_t = ChunkParams::default().max_words)]
     chunk_words: usize,
@@ -60,9 +67,10 @@ pub struct BuildArgs {
     /// Also store an f16 copy of the embeddings.
     #[arg(long)]
     f16: bool,
-    /// Chunks per encoder batch (and per resumable step).
-    #[arg(long, default_value_t = 32)]
-    batch_size: usize,
+    /// Chunks per encoder batch (and per resumable step) [default: 32, or what `radit train`
+    /// uses with --recipe].
+    #[arg(long)]
+    batch_size: Option<usize>,
     /// Replace an existing index at `--out`.
     #[arg(long)]
     overwrite: bool,
@@ -83,8 +91,14 @@ pub struct BuildArgs {
 #[derive(Args)]
 pub struct MergeArgs {
     /// The index to make; its shards are in `OUT.shards/`.
+    #[arg(long, required_unless_present = "recipe", conflicts_with = "recipe")]
+    out: Option<PathBuf>,
+    /// Merge the index a recipe reads (its `docstore.index`, else `OUTPUT_DIR/index`).
     #[arg(long)]
-    out: PathBuf,
+    recipe: Option<PathBuf>,
+    /// Override a key of `--recipe` (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE", requires = "recipe")]
+    sets: Vec<String>,
     /// Replace an existing index at `--out`.
     #[arg(long)]
     overwrite: bool,
@@ -123,8 +137,24 @@ pub fn run(command: IndexCommand, device: &Device) -> Result<()> {
                 keep_shards: args.keep_shards,
                 ..MergeOptions::default()
             };
-            let report = merge_shards(&args.out, &options)
-                .with_context(|| format!("merging the shards of {}", args.out.display()))?;
+            let out = match (&args.out, &args.recipe) {
+                (Some(out), _) => out.clone(),
+                (None, Some(recipe)) => {
+                    let dir = IndexPlan::of(&Recipe::load(recipe, &args.sets)?).dir;
+                    let ready = dir.join("manifest.json").is_file();
+                    if ready && !args.overwrite && !radit_docstore::shards_dir(&dir).exists() {
+                        eprintln!(
+                            "index {} exists and has no shards: nothing to merge",
+                            dir.display()
+                        );
+                        return Ok(());
+                    }
+                    dir
+                }
+                (None, None) => bail!("give --out INDEX or --recipe RECIPE"),
+            };
+            let report = merge_shards(&out, &options)
+                .with_context(|| format!("merging the shards of {}", out.display()))?;
             eprintln!("{report}");
             Ok(())
         }
@@ -144,13 +174,40 @@ fn build(args: BuildArgs, device: &Device) -> Result<()> {
         Some("hnsw") => Some(HnswParams::default()),
         Some(other) => bail!("unknown --ann `{other}` (supported: hnsw)"),
     };
+    let given = (&args.recipe, &args.corpus, &args.encoder, &args.out);
+    let (corpus, encoder, out, chunking, batch_size) = match given {
+        (Some(recipe), _, _, _) => {
+            let plan = IndexPlan::of(&Recipe::load(recipe, &args.sets)?);
+            if plan.dir.join("manifest.json").is_file() && !args.overwrite {
+                // What `radit train` does with it: the recipe's index is ready.
+                eprintln!("index {} exists: nothing to build", plan.dir.display());
+                return Ok(());
+            }
+            let o = plan.options;
+            (
+                plan.corpus,
+                plan.encoder,
+                plan.dir,
+                o.chunking,
+                o.batch_size,
+            )
+        }
+        (None, Some(corpus), Some(encoder), Some(out)) => (
+            corpus.clone(),
+            encoder.clone(),
+            out.clone(),
+            ChunkParams {
+                max_words: args.chunk_words,
+                overlap: args.overlap,
+            },
+            32,
+        ),
+        _ => bail!("give --recipe RECIPE, or --corpus, --encoder and --out"),
+    };
     let options = BuildOptions {
         format: args.format.parse::<CorpusFormat>()?,
-        chunking: ChunkParams {
-            max_words: args.chunk_words,
-            overlap: args.overlap,
-        },
-        batch_size: args.batch_size,
+        chunking,
+        batch_size: args.batch_size.unwrap_or(batch_size),
         f16: args.f16,
         hnsw,
         bm25: args.bm25.then(Bm25Params::default),
@@ -160,19 +217,19 @@ fn build(args: BuildArgs, device: &Device) -> Result<()> {
         shard: args.shard.unwrap_or(Shard::WHOLE),
         ..BuildOptions::default()
     };
-    let embedder = load_embedder(&args.encoder, device)?;
+    let embedder = load_embedder(&encoder, device)?;
     let what = match options.shard {
-        Shard::WHOLE => format!("building index {}", args.out.display()),
-        shard => format!("building shard {shard} of index {}", args.out.display()),
+        Shard::WHOLE => format!("building index {}", out.display()),
+        shard => format!("building shard {shard} of index {}", out.display()),
     };
-    let report = build_index(&args.corpus, &args.out, &embedder, &options).context(what)?;
+    let report = build_index(&corpus, &out, &embedder, &options).context(what)?;
     eprintln!("{report}");
     if !options.shard.is_whole() {
         eprintln!(
             "shard {} done; when all {} are, run `radit index merge --out {}`",
             options.shard,
             options.shard.count,
-            args.out.display()
+            out.display()
         );
     }
     Ok(())

@@ -43,8 +43,12 @@ pub struct TrainArgs {
     pub run: RunArgs,
     /// Stop after this stage completes (`lm_ft`, `r_ft`, or `round-N/STAGE` with several
     /// rounds); `--resume` continues from there.
-    #[arg(long, value_name = "STAGE")]
+    #[arg(long, value_name = "STAGE", conflicts_with = "before")]
     pub until: Option<String>,
+    /// Stop before this stage starts, unless it is complete (e.g. `--before r_ft`: train
+    /// what comes before R-ft, then `radit score --shard I/N` precomputes its targets).
+    #[arg(long, value_name = "STAGE")]
+    pub before: Option<String>,
 }
 
 /// Arguments of `radit score`.
@@ -122,6 +126,7 @@ pub fn run(args: &TrainArgs, device: &Device) -> Result<Ended> {
         .resume(run.resume())
         .overwrite(run.overwrite)
         .until(args.until.clone())
+        .before(args.before.clone())
         .run()?;
     if summary.interrupted {
         return Ok(Ended::Interrupted);
@@ -131,6 +136,9 @@ pub fn run(args: &TrainArgs, device: &Device) -> Result<Ended> {
     }
     if let Some(label) = &summary.stopped_after {
         eprintln!("stopped after {label} (--until); continue the run with --resume");
+    }
+    if let Some(label) = &summary.stopped_before {
+        eprintln!("stopped before {label} (--before); continue the run with --resume");
     }
     Ok(Ended::Completed)
 }

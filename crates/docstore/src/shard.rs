@@ -161,8 +161,11 @@ fn parse_tag(name: &str) -> Option<(usize, usize)> {
     Some((i.parse().ok()?, n.parse().ok()?))
 }
 
-/// The finished shards under `dir`, by `(I, N)`, and the tags of unfinished ones.
-fn scan(dir: &Path) -> Result<(BTreeMap<(usize, usize), ShardRecord>, Vec<String>)> {
+/// Finished shards by `(I, N)`.
+type Finished = BTreeMap<(usize, usize), ShardRecord>;
+
+/// The finished shards under `dir`, and the tags of unfinished ones.
+fn scan(dir: &Path) -> Result<(Finished, Vec<String>)> {
     let entries = match fs::read_dir(dir) {
         Ok(e) => e,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {

@@ -43,8 +43,8 @@ pub use ensemble::{
 };
 pub use pipeline::{Evaluator, QueryEncoder, Retrieved, QUESTION_GROUP};
 pub use report::{
-    markdown_table, merge_reports, CandidateRecord, ChunkUse, EvalMetrics, EvalReport,
-    MergeError, QuestionRecord, RetrievalSummary, RunInfo, ShardInfo,
+    markdown_table, merge_reports, CandidateRecord, ChunkUse, EvalMetrics, EvalReport, MergeError,
+    QuestionRecord, RetrievalSummary, RunInfo, ShardInfo,
 };
 
 /// Errors of evaluation.

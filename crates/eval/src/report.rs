@@ -255,7 +255,10 @@ pub fn merge_reports(mut parts: Vec<EvalReport>) -> Result<EvalReport, MergeErro
             ));
         }
         if s.index >= s.count || std::mem::replace(&mut seen[s.index], true) {
-            return fail(format!("shard {}/{} is given twice (or out of range)", s.index, s.count));
+            return fail(format!(
+                "shard {}/{} is given twice (or out of range)",
+                s.index, s.count
+            ));
         }
         if p.run != run {
             return fail(format!(

@@ -723,7 +723,11 @@ fn shard_reports_merge_into_the_whole_report() {
     // Any order in.
     let merged = merge_reports(vec![part(2, 3), part(0, 3), part(1, 3)]).unwrap();
     assert_eq!(merged, whole);
-    assert_ne!(part(0, 3).metrics, whole.metrics, "a shard's metrics are its own");
+    assert_ne!(
+        part(0, 3).metrics,
+        whole.metrics,
+        "a shard's metrics are its own"
+    );
 
     let err = |parts: Vec<EvalReport>| merge_reports(parts).unwrap_err().to_string();
     assert!(err(vec![part(0, 3), part(2, 3)]).contains("missing: 1/3"));

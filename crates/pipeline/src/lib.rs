@@ -36,7 +36,8 @@ pub use error::{PipelineError, Result};
 pub use evaluate::{EvalModels, ModelSource};
 pub use lm_ft::{dev_eval_config, LmFtStage};
 pub use pipeline::{
-    load_data, load_embedder, load_examples, open_or_build_index, Pipeline, Resume, RunSummary,
+    load_data, load_embedder, load_examples, open_or_build_index, IndexPlan, Pipeline, Resume,
+    RunSummary,
 };
 pub use prompt::prompt_builder;
 pub use r_ft::RFtStage;

@@ -41,6 +41,7 @@ pub struct Pipeline {
     losses: LossRegistry,
     custom: Vec<Box<dyn AnyStage>>,
     until: Option<String>,
+    before: Option<String>,
 }
 
 /// Whether a run continues one already in its output directory.
@@ -70,6 +71,8 @@ pub struct RunSummary {
     pub interrupted: bool,
     /// The stage [`Pipeline::until`] stopped after, when it did.
     pub stopped_after: Option<String>,
+    /// The stage [`Pipeline::before`] stopped before, when it did.
+    pub stopped_before: Option<String>,
 }
 
 impl Pipeline {
@@ -83,6 +86,7 @@ impl Pipeline {
             losses: LossRegistry::builtin(),
             custom: Vec::new(),
             until: None,
+            before: None,
         }
     }
 
@@ -91,6 +95,14 @@ impl Pipeline {
     /// processes and a resumed run trains R-ft.
     pub fn until(mut self, label: Option<String>) -> Self {
         self.until = label;
+        self
+    }
+
+    /// Stop when the stage with this label is next and not complete, before it starts: e.g.
+    /// `r_ft`, so that `radit score` can precompute its targets in shards (the stages before
+    /// it, LM-ft, are trained; none are when it comes first).
+    pub fn before(mut self, label: Option<String>) -> Self {
+        self.before = label;
         self
     }
 
@@ -110,13 +122,15 @@ impl Pipeline {
     }
 
     fn check_until(&self) -> Result<()> {
-        match &self.until {
-            Some(label) if !self.labels().contains(label) => invalid!(
-                "--until `{label}`: this recipe's stages are {}",
-                self.labels().join(", ")
-            ),
-            _ => Ok(()),
+        for (flag, label) in [("--until", &self.until), ("--before", &self.before)] {
+            if let Some(label) = label.as_ref().filter(|l| !self.labels().contains(l)) {
+                invalid!(
+                    "{flag} `{label}`: this recipe's stages are {}",
+                    self.labels().join(", ")
+                );
+            }
         }
+        Ok(())
     }
 
     /// Continue the newest valid checkpoint and skip completed stages (see [`Resume`]).
@@ -319,6 +333,15 @@ impl Pipeline {
             for round in 1..=rounds {
                 for (name, stage) in names.iter().zip(&stages) {
                     let dir = run.stage(name, round, rounds);
+                    if self.before.as_ref() == Some(&dir.label) && !dir.is_done() {
+                        tracing::info!(
+                            "{}: stopping before it as asked (--before); continue the run with \
+                             --resume",
+                            dir.label
+                        );
+                        summary.stopped_before = Some(dir.label);
+                        return Ok(summary);
+                    }
                     let Some(done) = stage.run(ctx, &mut models, &dir)? else {
                         summary.interrupted = true;
                         return Ok(summary);
@@ -361,7 +384,7 @@ impl Pipeline {
         if run.holds_run() {
             self.changes_from(&run)?;
         }
-        let index = self.index_dir(&run);
+        let index = IndexPlan::of(recipe).dir;
         if !index.join("manifest.json").is_file() {
             invalid!(
                 "{}: no index yet; scoring shards do not build it (they would race): build it \
@@ -402,15 +425,6 @@ impl Pipeline {
     fn resolved(&self) -> Result<String> {
         toml::to_string(&self.recipe)
             .map_err(|e| PipelineError::Invalid(format!("serializing the recipe: {e}")))
-    }
-
-    /// The recipe's index folder: `docstore.index`, else the run's `index/`.
-    fn index_dir(&self, run: &RunDir) -> std::path::PathBuf {
-        self.recipe
-            .docstore
-            .index
-            .clone()
-            .unwrap_or_else(|| run.default_index())
     }
 
     /// Loads what every stage shares (encoder, index, generator, data, prompt builder) and
@@ -463,6 +477,44 @@ pub fn load_embedder(spec: &str, device: &Device) -> Result<EncoderEmbedder> {
     Ok(EncoderEmbedder::new(encoder))
 }
 
+/// The index a recipe reads, and how `radit train` builds it when it is missing: the one
+/// definition behind [`open_or_build_index`] and `radit index build --recipe` (whose shards
+/// and merge then make exactly the index training would have built).
+#[derive(Debug, Clone)]
+pub struct IndexPlan {
+    /// `docstore.corpus`.
+    pub corpus: std::path::PathBuf,
+    /// `docstore.index`, else the run's `index/`.
+    pub dir: std::path::PathBuf,
+    /// `retriever.encoder`, the document encoder.
+    pub encoder: String,
+    /// Chunking from `docstore.chunk_words`, without overlap, default batches.
+    pub options: BuildOptions,
+}
+
+impl IndexPlan {
+    /// The plan of `recipe`'s index.
+    pub fn of(recipe: &Recipe) -> Self {
+        let run = RunDir::new(&recipe.output_dir);
+        Self {
+            corpus: recipe.docstore.corpus.clone(),
+            dir: recipe
+                .docstore
+                .index
+                .clone()
+                .unwrap_or_else(|| run.default_index()),
+            encoder: recipe.retriever.encoder.clone(),
+            options: BuildOptions {
+                chunking: ChunkParams {
+                    max_words: recipe.docstore.chunk_words,
+                    overlap: 0,
+                },
+                ..BuildOptions::default()
+            },
+        }
+    }
+}
+
 /// Opens the recipe's index (`docstore.index`, else the run's `index/`), checking it was built
 /// by `embedder` (the document encoder), and builds it first when it does not exist yet.
 pub fn open_or_build_index(
@@ -470,23 +522,15 @@ pub fn open_or_build_index(
     run: &RunDir,
     embedder: &EncoderEmbedder,
 ) -> Result<DocStore> {
-    let index = recipe
-        .docstore
-        .index
-        .clone()
-        .unwrap_or_else(|| run.default_index());
-    if !index.join("manifest.json").is_file() {
-        tracing::info!("building index {}", index.display());
-        let options = BuildOptions {
-            chunking: ChunkParams {
-                max_words: recipe.docstore.chunk_words,
-                overlap: 0,
-            },
-            ..BuildOptions::default()
-        };
-        build_index(&recipe.docstore.corpus, &index, embedder, &options)?;
+    let mut plan = IndexPlan::of(recipe);
+    if recipe.docstore.index.is_none() {
+        plan.dir = run.default_index();
     }
-    Ok(DocStore::open_for_encoder(&index, &embedder.identity())?)
+    if !plan.dir.join("manifest.json").is_file() {
+        tracing::info!("building index {}", plan.dir.display());
+        build_index(&plan.corpus, &plan.dir, embedder, &plan.options)?;
+    }
+    Ok(DocStore::open_for_encoder(&plan.dir, &embedder.identity())?)
 }
 
 fn format_for(path: &Path) -> Option<DatasetFormat> {
