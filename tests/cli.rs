@@ -2113,3 +2113,64 @@ fn a_slurm_array_pipeline_shards_the_precompute_and_matches_one_process() {
         started.elapsed().as_secs_f64()
     );
 }
+
+/// The sharded commands name what is missing or wrong: no index for scoring shards (they
+/// would race to build it), a shard that does not exist, `--shard slurm` outside an array
+/// job, a stage the recipe lacks, scoring before the stage it needs, a merge without shards.
+#[test]
+fn sharded_commands_name_what_is_missing() {
+    let Some(root) = assets() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let recipe = tiny_r_ft_recipe(dir.path(), &root);
+    let r = recipe.to_str().unwrap();
+    let run = dir.path().join("run");
+    let run = run.to_str().unwrap();
+    let fails = |args: &[&str]| {
+        let out = radit(args, &[]);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let e = fails(&["score", r, "--output-dir", run, "--shard", "0/2"]);
+    assert!(
+        e.contains("no index yet") && e.contains("radit index merge"),
+        "{e}"
+    );
+    let e = fails(&["score", r, "--output-dir", run, "--shard", "2/2"]);
+    assert!(e.contains("numbered 0 to 1"), "{e}");
+    let e = fails(&["index", "build", "--recipe", r, "--shard", "slurm"]);
+    assert!(
+        e.contains("SLURM_ARRAY_TASK_ID") && e.contains("array job"),
+        "{e}"
+    );
+    let e = fails(&["train", r, "--output-dir", run, "--until", "r_fr"]);
+    assert!(
+        e.contains("--until `r_fr`") && e.contains("lm_ft, r_ft"),
+        "{e}"
+    );
+    assert!(
+        !std::path::Path::new(run).exists(),
+        "a refused run wrote nothing"
+    );
+
+    let out = radit(&["index", "build", "--recipe", r], &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let again = radit(&["index", "build", "--recipe", r], &[]);
+    assert!(
+        again.status.success()
+            && String::from_utf8_lossy(&again.stderr).contains("nothing to build"),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    let e = fails(&["score", r, "--output-dir", run]);
+    assert!(
+        e.contains("`lm_ft` is the first unfinished stage") && e.contains("--until lm_ft"),
+        "{e}"
+    );
+    let other = dir.path().join("other-index");
+    let e = fails(&["index", "merge", "--out", other.to_str().unwrap()]);
+    assert!(e.contains("holds no shards"), "{e}");
+}
