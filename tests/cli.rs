@@ -2174,3 +2174,54 @@ fn sharded_commands_name_what_is_missing() {
     let e = fails(&["index", "merge", "--out", other.to_str().unwrap()]);
     assert!(e.contains("holds no shards"), "{e}");
 }
+
+/// `scripts/slurm/radit.sbatch` outside SLURM, with the array variables a SLURM array task
+/// would have set by hand (ids from 1, as `--array=1-2` gives): the two index shards it runs
+/// merge into the single-process index. This runs where SLURM's daemons cannot.
+#[test]
+fn the_sbatch_script_shards_by_the_array_variables_set_by_hand() {
+    let Some(root) = assets() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let recipe = tiny_r_ft_recipe(dir.path(), &root);
+    let r = recipe.to_str().unwrap();
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../scripts/slurm/radit.sbatch"
+    );
+    for id in ["1", "2"] {
+        let out = Command::new("bash")
+            .args([script, "index", "build", "--recipe", r, "--shard", "slurm"])
+            .env("RADIT", env!("CARGO_BIN_EXE_radit"))
+            .env("SLURM_ARRAY_TASK_ID", id)
+            .env("SLURM_ARRAY_TASK_MIN", "1")
+            .env("SLURM_ARRAY_TASK_COUNT", "2")
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{text}");
+        let shard = format!("shard {}/2 done", id.parse::<usize>().unwrap() - 1);
+        assert!(text.contains(&shard), "{text}");
+    }
+    let merged = radit(&["index", "merge", "--recipe", r], &[]);
+    assert!(
+        merged.status.success(),
+        "{}",
+        String::from_utf8_lossy(&merged.stderr)
+    );
+    let single = dir.path().join("single-index");
+    let set = format!("docstore.index={}", single.display());
+    let out = radit(&["index", "build", "--recipe", r, "--set", &set], &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for name in ["manifest.json", "chunks.jsonl", "embeddings.f32"] {
+        let (a, b) = (dir.path().join("index").join(name), single.join(name));
+        assert!(
+            std::fs::read(a).unwrap() == std::fs::read(b).unwrap(),
+            "{name} differs"
+        );
+    }
+}
