@@ -18,6 +18,7 @@ use burn::module::Module;
 use burn::optim::{AdamWConfig, GradientsParams};
 use burn::tensor::{Device, Tensor, TensorData};
 use clap::{Args, Subcommand};
+use radit_generator::trainer::{BatchSource, LmObjective};
 use radit_generator::{answer_nll, target_log_likelihood, GeneratorError, LmTargets};
 use radit_models::generate::SplitMix64;
 use radit_models::layers::to_host;
@@ -26,6 +27,8 @@ use radit_models::{
     LlamaConfig, ModelError, PaddingSide, Pooling, TokenBatch,
 };
 use radit_retriever::loss::{LossBatch, LossError, LossParams, LossRegistry, RetrieverLoss};
+use radit_train::metrics::{MetricError, MetricLogger, MetricSink};
+use radit_train::trainer::{train, BoxError, Objective, RunContext, TrainConfig, TrainError};
 use serde_json::{json, Value};
 
 /// Errors of a benchmark run.
@@ -55,6 +58,9 @@ pub enum BenchError {
         /// The loss value.
         loss: f32,
     },
+    /// The trainer failed (its configuration, a step, or its scratch run directory).
+    #[error("the trainer: {0}")]
+    Train(String),
     /// Generation stopped early, so the tokens/s would count tokens that were not produced.
     #[error("batch {batch}: generated {generated} tokens, expected {expected}")]
     ShortGeneration {
@@ -568,6 +574,126 @@ fn train_steps<M: Module>(
     })
 }
 
+/// W1's data: the one fixed batch every step, as the peer trains on.
+struct FixedBatch {
+    batch: TokenBatch,
+    answer_mask: Vec<u8>,
+}
+
+impl BatchSource for FixedBatch {
+    fn next_batch(&mut self) -> Result<(TokenBatch, Vec<u8>), BoxError> {
+        Ok((self.batch.clone(), self.answer_mask.clone()))
+    }
+    fn state(&self) -> Result<Vec<u8>, BoxError> {
+        Ok(Vec::new())
+    }
+    fn restore(&mut self, _state: &[u8]) -> Result<(), BoxError> {
+        Ok(())
+    }
+}
+
+/// What the trainer logs each step: its loss and `train/{unit}_per_sec`, which is the step's
+/// items over its wall time (objective, backward, clipping, optimizer), read back as seconds.
+struct StepSink {
+    throughput_key: String,
+    items: f64,
+    steps: std::sync::Arc<std::sync::Mutex<Vec<(f64, f32)>>>,
+}
+
+impl MetricSink for StepSink {
+    fn name(&self) -> &str {
+        "bench"
+    }
+    fn log_scalars(&mut self, _step: u64, scalars: &[(&str, f64)]) -> Result<(), MetricError> {
+        let value = |key: &str| scalars.iter().find(|(n, _)| *n == key).map(|(_, v)| *v);
+        if let (Some(loss), Some(rate)) = (value("train/loss"), value(&self.throughput_key)) {
+            if let Ok(mut steps) = self.steps.lock() {
+                steps.push((self.items / rate, loss as f32));
+            }
+        }
+        Ok(())
+    }
+    fn flush(&mut self) -> Result<(), MetricError> {
+        Ok(())
+    }
+}
+
+/// Times `warmup + steps` steps of the real training loop (`radit_train::trainer::train`, as
+/// `radit train` runs it: the objective, gradient accumulation, global-norm clipping, the
+/// divergence guard, AdamW with weight decay `weight_decay` at a constant `lr`), in a scratch
+/// run directory that holds its one final checkpoint (written after the last step, outside
+/// the timings) and is removed afterwards.
+#[allow(clippy::too_many_arguments)]
+fn trainer_steps<M: Module>(
+    model: M,
+    objective: &mut dyn Objective<M>,
+    lr: f64,
+    weight_decay: f64,
+    s: &StepArgs,
+    quiet: bool,
+    unit: &'static str,
+    items: f64,
+) -> Result<StepRun> {
+    if s.steps == 0 {
+        return Err(invalid("--steps must be at least 1"));
+    }
+    let config: TrainConfig = serde_json::from_value(json!({
+        "lr": lr,
+        "weight_decay": weight_decay,
+        "max_steps": s.warmup + s.steps,
+        "schedule": { "kind": "constant" },
+    }))
+    .map_err(|e| BenchError::Train(format!("the step configuration: {e}")))?;
+    let steps = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut logger = MetricLogger::new();
+    logger.add(Box::new(StepSink {
+        throughput_key: format!("train/{}_per_sec", objective.unit()),
+        items,
+        steps: steps.clone(),
+    }));
+    let scratch = tempfile::Builder::new()
+        .prefix("radit-bench-")
+        .tempdir()
+        .map_err(|e| BenchError::Train(format!("a scratch run directory: {e}")))?;
+    let trained = train(
+        model,
+        objective,
+        &config,
+        RunContext {
+            run_dir: scratch.path(),
+            resume: false,
+            extra_files: &[],
+            logger: &mut logger,
+            stop: None,
+            evaluate: None,
+        },
+    );
+    drop(scratch);
+    trained.map_err(|e: TrainError| BenchError::Train(e.to_string()))?;
+    let steps = steps.lock().map(|s| s.clone()).unwrap_or_default();
+    let mut run = StepRun {
+        unit,
+        items,
+        times: Vec::new(),
+        losses: Vec::new(),
+        nograd: Vec::new(),
+    };
+    for (i, (seconds, loss)) in steps.into_iter().enumerate() {
+        if !quiet {
+            let kind = if i < s.warmup { "warmup" } else { "measured" };
+            eprintln!("{kind} trainer step {i}: {seconds:.3} s  loss {loss:.4}");
+        }
+        if i >= s.warmup {
+            run.times.push(StepTimes {
+                total: seconds,
+                ..StepTimes::default()
+            });
+            run.losses.push(loss);
+        }
+    }
+    Ok(run)
+}
+
 impl StepRun {
     /// Two no-grad runs of `f` (the same loss on the plain device), for the autodiff overhead.
     fn time_nograd(&mut self, mut f: impl FnMut() -> Result<()>) -> Result<()> {
@@ -577,6 +703,15 @@ impl StepRun {
             self.nograd.push(start.elapsed().as_secs_f64());
         }
         Ok(())
+    }
+
+    /// Takes the per-step phases of a probe loop's steps (same count), for `--breakdown`.
+    fn phases_from(&mut self, probe: &StepRun) {
+        for (t, p) in self.times.iter_mut().zip(&probe.times) {
+            t.forward = p.forward;
+            t.backward = p.backward;
+            t.optim = p.optim;
+        }
     }
 
     fn totals(&self) -> Vec<f64> {
@@ -661,22 +796,42 @@ fn lm_ft(s: &LmFtSpec, device: &Device) -> Result<()> {
 
     let rows = TokenRng::new(0).rows(s.batch, s.seq, s.model.vocab);
     let batch = TokenBatch::from_rows(&rows, 0, PaddingSide::Right)?;
-    let targets = LmTargets::from_answer_mask(&batch, &tail_mask(s.batch, s.seq, s.answer))?;
+    let answer_mask = tail_mask(s.batch, s.seq, s.answer);
+    let targets = LmTargets::from_answer_mask(&batch, &answer_mask)?;
 
-    let mut run = train_steps(
-        model,
-        AdamWConfig::new(),
+    let items = (s.batch * s.seq) as f64;
+    let mut objective = LmObjective::new(FixedBatch {
+        batch: batch.clone(),
+        answer_mask,
+    });
+    // The peer's AdamW: lr 1e-4, PyTorch's default weight decay 0.01.
+    let mut run = trainer_steps(
+        model.clone(),
+        &mut objective,
         1e-4,
+        0.01,
         &s.run,
         s.common.json,
         "tokens",
-        (s.batch * s.seq) as f64,
-        |m: &Llama| Ok(answer_nll(m, &batch, &targets)?),
-        |m: &Llama| {
-            let _ = m.norm.weight.val().sum().into_scalar::<f32>();
-        },
+        items,
     )?;
     if s.run.breakdown {
+        // Phases cannot be read from the trainer; time them in a probe loop of the same loss
+        // and optimizer (the step totals above are the trainer's).
+        let probe = train_steps(
+            model,
+            AdamWConfig::new().with_weight_decay(0.01),
+            1e-4,
+            &s.run,
+            s.common.json,
+            "tokens",
+            items,
+            |m: &Llama| Ok(answer_nll(m, &batch, &targets)?),
+            |m: &Llama| {
+                let _ = m.norm.weight.val().sum().into_scalar::<f32>();
+            },
+        )?;
+        run.phases_from(&probe);
         let plain = Llama::load(&source, config.clone(), device)?;
         run.time_nograd(|| {
             let ll = target_log_likelihood(&plain, &batch, &targets)?;
