@@ -7,6 +7,7 @@ mod data;
 mod eval;
 mod index;
 mod logging;
+mod memory;
 mod recipe;
 mod train;
 
@@ -220,6 +221,8 @@ fn device(arg: DeviceArg) -> Device {
 const EXIT_INTERRUPTED: u8 = radit_train::signals::EXIT_RESUMABLE as u8;
 
 fn main() -> ExitCode {
+    // First, while this is the only thread.
+    memory::keep_freed_memory();
     let cli = Cli::parse();
     logging::init();
     match run(cli) {
