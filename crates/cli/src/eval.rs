@@ -271,23 +271,21 @@ pub fn eval(args: &EvalArgs, device: &Device) -> Result<()> {
     }
     let k = chunks_per_question(&loaded, args.k);
     let config = eval_config(m, &loaded.recipe, k, args.seed);
+    // `.shard-I-of-N` in a shard's file name (every task of an array job gets one --out).
+    let part = match args.shard.filter(|s| !s.is_whole()) {
+        Some(s) => format!(".{}", s.file_tag()),
+        None => String::new(),
+    };
     let out = match &args.out {
-        Some(o) => match shard {
-            // Every shard of an array job is given the same --out.
-            Some(s) => {
-                let stem = o.file_stem().map_or("eval".into(), |s| s.to_string_lossy());
-                o.with_file_name(format!("{stem}.shard-{}-of-{}.json", s.index, s.count))
-            }
-            None => o.clone(),
-        },
+        Some(o) if part.is_empty() => o.clone(),
+        Some(o) => {
+            let stem = o.file_stem().map_or("eval".into(), |s| s.to_string_lossy());
+            o.with_file_name(format!("{stem}{part}.json"))
+        }
         None => {
             let data_name = data
                 .file_stem()
                 .map_or("data".into(), |s| s.to_string_lossy());
-            let part = match shard {
-                Some(s) => format!(".shard-{}-of-{}", s.index, s.count),
-                None => String::new(),
-            };
             let name = format!(
                 "eval-{}-{mode}-{}-k{k}-{}{part}.json",
                 slug(&loaded.label),
@@ -370,10 +368,8 @@ pub fn merge(args: &MergeArgs) -> Result<()> {
 fn whole_name(part: &std::path::Path) -> Result<PathBuf> {
     let name = part.file_name().map(|n| n.to_string_lossy().into_owned());
     let whole = name.as_deref().and_then(|n| {
-        let stem = n.strip_suffix(".json")?;
-        let (stem, tag) = stem.rsplit_once(".shard-")?;
-        let (i, n) = tag.split_once("-of-")?;
-        (i.parse::<usize>().is_ok() && n.parse::<usize>().is_ok()).then(|| format!("{stem}.json"))
+        let (stem, tag) = n.strip_suffix(".json")?.rsplit_once('.')?;
+        Shard::from_file_tag(tag).map(|_| format!("{stem}.json"))
     });
     match whole {
         Some(w) => Ok(part.with_file_name(w)),

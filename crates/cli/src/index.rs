@@ -140,16 +140,16 @@ pub fn run(command: IndexCommand, device: &Device) -> Result<()> {
             let out = match (&args.out, &args.recipe) {
                 (Some(out), _) => out.clone(),
                 (None, Some(recipe)) => {
-                    let dir = IndexPlan::of(&Recipe::load(recipe, &args.sets)?).dir;
-                    let ready = dir.join("manifest.json").is_file();
-                    if ready && !args.overwrite && !radit_docstore::shards_dir(&dir).exists() {
+                    let plan = IndexPlan::of(&Recipe::load(recipe, &args.sets)?);
+                    let no_shards = !radit_docstore::shards_dir(&plan.dir).exists();
+                    if plan.is_built() && !args.overwrite && no_shards {
                         eprintln!(
                             "index {} exists and has no shards: nothing to merge",
-                            dir.display()
+                            plan.dir.display()
                         );
                         return Ok(());
                     }
-                    dir
+                    plan.dir
                 }
                 (None, None) => bail!("give --out INDEX or --recipe RECIPE"),
             };
@@ -178,7 +178,7 @@ fn build(args: BuildArgs, device: &Device) -> Result<()> {
     let (corpus, encoder, out, chunking, batch_size) = match given {
         (Some(recipe), _, _, _) => {
             let plan = IndexPlan::of(&Recipe::load(recipe, &args.sets)?);
-            if plan.dir.join("manifest.json").is_file() && !args.overwrite {
+            if plan.is_built() && !args.overwrite {
                 // What `radit train` does with it: the recipe's index is ready.
                 eprintln!("index {} exists: nothing to build", plan.dir.display());
                 return Ok(());

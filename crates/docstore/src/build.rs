@@ -51,7 +51,7 @@ use crate::topk::Scored;
 use radit_util::shard::Shard;
 
 pub(crate) const STATE: &str = "build-state.json";
-const PROGRESS: &str = "embed-progress.json";
+pub(crate) const PROGRESS: &str = "embed-progress.json";
 const EMB_PARTIAL: &str = "embeddings.f32.partial";
 /// Rows used as queries for the HNSW recall estimate.
 const RECALL_QUERIES: usize = 200;
@@ -402,6 +402,24 @@ fn is_index_or_empty(dir: &Path) -> bool {
         || is_empty_dir(dir)
 }
 
+/// Checks that a build or merge may write `out`: it is absent or an empty folder, or
+/// `overwrite` is set and it is a radit index (or shard), never a foreign folder.
+pub(crate) fn check_replaceable(out: &Path, overwrite: bool) -> Result<()> {
+    if !out.exists() || (out.is_dir() && is_empty_dir(out)) {
+        return Ok(());
+    }
+    if !overwrite {
+        return Err(Error::Exists(out.to_path_buf()));
+    }
+    if !out.is_dir() || !is_index_or_empty(out) {
+        return Err(Error::arg(format!(
+            "{} exists and is not a radit index; refusing to overwrite it",
+            out.display()
+        )));
+    }
+    Ok(())
+}
+
 /// Builds (or resumes building) the index of `corpus` in the folder `out` with `embedder`.
 ///
 /// An interrupted or failed build of the same `out` with the same settings is resumed: finished
@@ -447,18 +465,7 @@ pub fn build_index(
         )));
     }
     let _lock = OutputLock::acquire(out)?;
-    let empty_dir = out.is_dir() && is_empty_dir(out);
-    if out.exists() && !empty_dir {
-        if !opts.overwrite {
-            return Err(Error::Exists(out.to_path_buf()));
-        }
-        if !out.is_dir() || !is_index_or_empty(out) {
-            return Err(Error::arg(format!(
-                "{} exists and is not a radit index; refusing to overwrite it",
-                out.display()
-            )));
-        }
-    }
+    check_replaceable(out, opts.overwrite)?;
     let settings = Settings {
         format_version: FORMAT_VERSION,
         corpus_path: corpus.display().to_string(),

@@ -28,13 +28,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::bm25::Bm25Params;
 use crate::build::{
-    finalize, is_empty_dir, partial_dir, remove_if_exists, sibling, BuildOptions, ChunkSummary,
-    OutputLock, Settings, STATE,
+    check_replaceable, finalize, is_empty_dir, partial_dir, remove_if_exists, sibling,
+    BuildOptions, ChunkSummary, OutputLock, Settings, PROGRESS, STATE,
 };
 use crate::error::{Error, Result};
 use crate::fsutil::{hash_file, read_json, write_json_atomic, TmpFile};
 use crate::hnsw::HnswParams;
-use crate::manifest::{ChunkFile, FileEntry, CHUNKS, CHUNK_OFFSETS, EMBEDDINGS_F32, MANIFEST};
+use crate::manifest::{ChunkFile, FileEntry, CHUNKS, CHUNK_OFFSETS, EMBEDDINGS_F32};
 use crate::progress::{note, ProgressMode};
 
 /// The record a finished shard leaves in its folder.
@@ -104,7 +104,7 @@ pub(crate) fn finish_shard(
     };
     write_json_atomic(&staging.join(SHARD_RECORD), &record)?;
     remove_if_exists(&staging.join(STATE))?;
-    remove_if_exists(&staging.join("embed-progress.json"))?;
+    remove_if_exists(&staging.join(PROGRESS))?;
     sync_dir(staging)?;
     Ok(())
 }
@@ -156,9 +156,7 @@ impl fmt::Display for MergeReport {
 
 /// `shard-I-of-N` as `(I, N)`.
 fn parse_tag(name: &str) -> Option<(usize, usize)> {
-    let rest = name.strip_prefix("shard-")?;
-    let (i, n) = rest.split_once("-of-")?;
-    Some((i.parse().ok()?, n.parse().ok()?))
+    Shard::from_file_tag(name).map(|s| (s.index, s.count))
 }
 
 /// Finished shards by `(I, N)`.
@@ -352,17 +350,7 @@ pub fn merge_shards(out: &Path, opts: &MergeOptions) -> Result<MergeReport> {
     let dir = shards_dir(out);
     let records = complete_set(&dir)?;
     let _lock = OutputLock::acquire(out)?;
-    if out.exists() && !(out.is_dir() && is_empty_dir(out)) {
-        if !opts.overwrite {
-            return Err(Error::Exists(out.to_path_buf()));
-        }
-        if !out.is_dir() || !(out.join(MANIFEST).is_file() || is_empty_dir(out)) {
-            return Err(Error::arg(format!(
-                "{} exists and is not a radit index; refusing to overwrite it",
-                out.display()
-            )));
-        }
-    }
+    check_replaceable(out, opts.overwrite)?;
     let staging = partial_dir(out);
     if staging.exists() && !is_empty_dir(&staging) {
         if !staging.join(MERGING).is_file() {

@@ -797,18 +797,23 @@ impl Embedder for Faulty {
     }
 }
 
-/// Ten one-chunk documents.
-fn ten_docs(dir: &Path) -> PathBuf {
-    let corpus = dir.join("c.jsonl");
-    let docs: Vec<(String, String, String)> = (0..10)
-        .map(|i| (i.to_string(), format!("T{i}"), words(&format!("d{i}w"), 6)))
-        .collect();
+/// Writes `docs` (id, title, text) as the JSONL corpus `dir/name`.
+fn write_docs(dir: &Path, name: &str, docs: &[(String, String, String)]) -> PathBuf {
+    let corpus = dir.join(name);
     let refs: Vec<(&str, &str, &str)> = docs
         .iter()
         .map(|(a, b, c)| (a.as_str(), b.as_str(), c.as_str()))
         .collect();
     write(&corpus, &jsonl(&refs));
     corpus
+}
+
+/// Ten one-chunk documents.
+fn ten_docs(dir: &Path) -> PathBuf {
+    let docs: Vec<(String, String, String)> = (0..10)
+        .map(|i| (i.to_string(), format!("T{i}"), words(&format!("d{i}w"), 6)))
+        .collect();
+    write_docs(dir, "c.jsonl", &docs)
 }
 
 fn batches_of_2() -> BuildOptions {
@@ -1052,7 +1057,6 @@ fn corrupt_manifest_strings_are_clipped_in_errors() {
 
 /// Forty documents of 25–60 words: several chunks each at 20 words per chunk.
 fn forty_docs(dir: &Path) -> PathBuf {
-    let corpus = dir.join("forty.jsonl");
     let docs: Vec<(String, String, String)> = (0..40)
         .map(|i| {
             let text = format!(
@@ -1062,12 +1066,7 @@ fn forty_docs(dir: &Path) -> PathBuf {
             (i.to_string(), format!("T{i}"), text)
         })
         .collect();
-    let refs: Vec<(&str, &str, &str)> = docs
-        .iter()
-        .map(|(a, b, c)| (a.as_str(), b.as_str(), c.as_str()))
-        .collect();
-    write(&corpus, &jsonl(&refs));
-    corpus
+    write_docs(dir, "forty.jsonl", &docs)
 }
 
 fn shard_options(shard: radit_util::shard::Shard) -> BuildOptions {

@@ -384,13 +384,13 @@ impl Pipeline {
         if run.holds_run() {
             self.changes_from(&run)?;
         }
-        let index = IndexPlan::of(recipe).dir;
-        if !index.join("manifest.json").is_file() {
+        let plan = IndexPlan::of(recipe);
+        if !plan.is_built() {
             invalid!(
                 "{}: no index yet; scoring shards do not build it (they would race): build it \
                  first with `radit index build` (or its shards and `radit index merge`), or \
                  with `radit train --until STAGE`",
-                index.display()
+                plan.dir.display()
             );
         }
         let resolved = self.resolved()?;
@@ -495,7 +495,12 @@ pub struct IndexPlan {
 impl IndexPlan {
     /// The plan of `recipe`'s index.
     pub fn of(recipe: &Recipe) -> Self {
-        let run = RunDir::new(&recipe.output_dir);
+        Self::in_run(recipe, &RunDir::new(&recipe.output_dir))
+    }
+
+    /// The plan of `recipe`'s index when its run lives in `run` (a run folder that moved:
+    /// its own `index/` is the default).
+    pub fn in_run(recipe: &Recipe, run: &RunDir) -> Self {
         Self {
             corpus: recipe.docstore.corpus.clone(),
             dir: recipe
@@ -513,6 +518,10 @@ impl IndexPlan {
             },
         }
     }
+    /// Whether the index is finished (its manifest, written last, is there).
+    pub fn is_built(&self) -> bool {
+        self.dir.join(radit_docstore::manifest::MANIFEST).is_file()
+    }
 }
 
 /// Opens the recipe's index (`docstore.index`, else the run's `index/`), checking it was built
@@ -522,11 +531,8 @@ pub fn open_or_build_index(
     run: &RunDir,
     embedder: &EncoderEmbedder,
 ) -> Result<DocStore> {
-    let mut plan = IndexPlan::of(recipe);
-    if recipe.docstore.index.is_none() {
-        plan.dir = run.default_index();
-    }
-    if !plan.dir.join("manifest.json").is_file() {
+    let plan = IndexPlan::in_run(recipe, run);
+    if !plan.is_built() {
         tracing::info!("building index {}", plan.dir.display());
         build_index(&plan.corpus, &plan.dir, embedder, &plan.options)?;
     }

@@ -113,6 +113,12 @@ impl Shard {
     pub fn file_tag(self) -> String {
         format!("shard-{}-of-{}", self.index, self.count)
     }
+
+    /// The shard a [`Shard::file_tag`] names; `None` for anything else.
+    pub fn from_file_tag(tag: &str) -> Option<Shard> {
+        let (index, count) = tag.strip_prefix("shard-")?.split_once("-of-")?;
+        Shard::new(index.parse().ok()?, count.parse().ok()?).ok()
+    }
 }
 
 impl fmt::Display for Shard {
@@ -211,6 +217,10 @@ mod tests {
         }
         assert_eq!(Shard::new(2, 5).unwrap().to_string(), "2/5");
         assert_eq!(Shard::new(2, 5).unwrap().file_tag(), "shard-2-of-5");
+        assert_eq!(Shard::from_file_tag("shard-2-of-5"), Shard::new(2, 5).ok());
+        for bad in ["shard-5-of-5", "shard-x-of-5", "shard-2", "2-of-5"] {
+            assert_eq!(Shard::from_file_tag(bad), None, "{bad}");
+        }
     }
 
     #[test]
