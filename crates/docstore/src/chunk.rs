@@ -98,6 +98,13 @@ impl ChunkRecord {
         }
     }
 
+    /// A fingerprint of [`ChunkRecord::background_text`], the text a generator (and a human
+    /// reviewer) reads: xxh3-64 as 16 hex digits. Judgments keep it next to the chunk id, so a
+    /// label recorded against one index is never applied to a different chunk of another.
+    pub fn text_hash(&self) -> String {
+        text_hash(&self.background_text())
+    }
+
     /// Number of words of the chunk text.
     pub fn word_count(&self) -> usize {
         (self.word_end - self.word_start) as usize
@@ -168,4 +175,9 @@ mod tests {
         .validate()
         .is_err());
     }
+}
+
+/// xxh3-64 of `text` as 16 lowercase hex digits (see [`ChunkRecord::text_hash`]).
+pub fn text_hash(text: &str) -> String {
+    format!("{:016x}", xxhash_rust::xxh3::xxh3_64(text.as_bytes()))
 }

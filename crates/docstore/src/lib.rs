@@ -44,7 +44,7 @@ pub use bm25::Bm25Params;
 pub use build::{
     build_index, lock_path, partial_dir, read_progress, BuildOptions, BuildReport, EmbedProgress,
 };
-pub use chunk::{chunk_document, ChunkParams, ChunkRecord};
+pub use chunk::{chunk_document, text_hash, ChunkParams, ChunkRecord};
 pub use corpus::{
     load_corpus, read_corpus, CorpusFormat, Document, IngestIssue, IngestReport, Section,
 };

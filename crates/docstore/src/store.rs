@@ -377,6 +377,20 @@ impl DocStore {
         &self.manifest
     }
 
+    /// The index's identity: xxh3-64 over the names, sizes and checksums of every data file
+    /// in its manifest, 16 hex digits. Two indexes with the same identity hold the same chunks
+    /// and embeddings; a rebuilt or different index gets another.
+    pub fn identity(&self) -> String {
+        let mut h = xxhash_rust::xxh3::Xxh3::new();
+        for (name, entry) in &self.manifest.files {
+            h.update(name.as_bytes());
+            h.update(&[0]);
+            h.update(&entry.bytes.to_le_bytes());
+            h.update(entry.xxh3.as_bytes());
+        }
+        format!("{:016x}", h.digest())
+    }
+
     /// Number of chunks.
     pub fn len(&self) -> usize {
         self.chunks.len()
