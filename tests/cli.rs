@@ -2225,3 +2225,407 @@ fn the_sbatch_script_shards_by_the_array_variables_set_by_hand() {
         );
     }
 }
+
+#[path = "support/webdriver.rs"]
+mod webdriver;
+
+/// A running `radit review`, SIGKILLed on drop.
+struct ReviewServer {
+    child: std::process::Child,
+    url: String,
+}
+
+impl Drop for ReviewServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `radit review ARGS --port 0` and waits (models load first) for the URL it prints.
+fn start_review(args: &[&str]) -> ReviewServer {
+    use std::io::BufRead;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_radit"))
+        .args(args)
+        .args(["--port", "0"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if let Some(url) = line
+                .strip_prefix("review: ")
+                .and_then(|rest| rest.split_whitespace().next())
+            {
+                let _ = tx.send(url.to_string());
+            }
+        }
+    });
+    let url = match rx.recv_timeout(std::time::Duration::from_secs(300)) {
+        Ok(url) => url,
+        Err(_) => {
+            let _ = child.kill();
+            panic!("radit review printed no address");
+        }
+    };
+    ReviewServer { child, url }
+}
+
+/// Chromium and its driver, or `None` with a notice (CI sets `RADIT_REQUIRE_BROWSER=1`).
+fn browser_binaries() -> Option<(PathBuf, PathBuf)> {
+    match webdriver::chromium() {
+        Ok(found) => Some(found),
+        Err(why) => {
+            assert!(
+                std::env::var("RADIT_REQUIRE_BROWSER").as_deref() != Ok("1"),
+                "headless Chromium missing: {why}"
+            );
+            eprintln!(
+                "skipping: headless Chromium missing ({why}); apt install chromium chromium-driver"
+            );
+            None
+        }
+    }
+}
+
+/// What a reviewer's judgment of the answer on the page is, from the gold answers: chunks
+/// containing a gold answer are helpful, the others not; an answer that matches is right,
+/// otherwise wrong and corrected to the first gold answer. Returns whether it was right.
+fn judge_from_gold(browser: &webdriver::Browser, gold: &[String]) -> bool {
+    let norm = |s: &str| {
+        s.to_lowercase()
+            .chars()
+            .filter(|c| c.is_alphanumeric() || c.is_whitespace())
+            .collect::<String>()
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let texts = browser.eval(
+        "return [...document.querySelectorAll('#answers .answer[data-side=a] tr.chunk td.text')]\
+         .map(td => td.textContent)",
+        vec![],
+    );
+    for (rank, text) in texts.as_array().unwrap().iter().enumerate() {
+        let text = norm(text.as_str().unwrap());
+        let helpful = gold.iter().any(|g| text.contains(&norm(g)));
+        let button = if helpful { "helpful" } else { "not-helpful" };
+        browser.click(&format!(
+            "#answers .answer[data-side=a] tr.chunk[data-rank=\"{rank}\"] button.{button}"
+        ));
+    }
+    let answer = browser.text("#answers .answer[data-side=a] .answer-text");
+    let right = gold.iter().any(|g| norm(g) == norm(&answer));
+    if right {
+        browser.click("#answers .answer[data-side=a] button.right");
+    } else {
+        browser.click("#answers .answer[data-side=a] button.wrong");
+        browser.type_into("#answers .answer[data-side=a] input.correction", &gold[0]);
+    }
+    browser.click("#answers .answer[data-side=a] button.save");
+    browser.wait_for(
+        "the judgment to be saved",
+        std::time::Duration::from_secs(30),
+        "const s = document.querySelector('#answers .answer[data-side=a] .saved');\
+         return s && s.textContent.startsWith('saved (judgment #') && s.textContent",
+    );
+    right
+}
+
+/// Waits until the page shows an answer for the question in the box.
+fn wait_answered(browser: &webdriver::Browser) {
+    browser.wait_for(
+        "the answer",
+        std::time::Duration::from_secs(120),
+        "const s = document.querySelector('#status');\
+         return s && s.textContent === 'answered' && !document.querySelector('#ask').disabled",
+    );
+}
+
+#[test]
+fn review_in_a_browser_persists_judgments_through_sigkill_and_they_train_both_stages() {
+    let Some(root) = assets() else { return };
+    let Some((chromium, driver)) = browser_binaries() else {
+        return;
+    };
+    let started = std::time::Instant::now();
+    let dir = tempfile::tempdir().unwrap();
+    // The corpus with one document a hostile editor wrote: it must render as text.
+    let corpus = dir.path().join("corpus.jsonl");
+    let mut text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../datasets/synthetic/corpus.jsonl"
+    ))
+    .unwrap();
+    text.push_str(
+        &serde_json::json!({
+            "id": "doc-xss",
+            "title": "Quorble Cafe",
+            "text": "<img src=x onerror=\"window.__pwned=1\"><script>window.__pwned=2</script> \
+                     Quorble Cafe was opened by Ada Lint in 1901 in Deskgate."
+        })
+        .to_string(),
+    );
+    text.push('\n');
+    std::fs::write(&corpus, text).unwrap();
+    let recipe = tiny_recipe(dir.path(), &root);
+    let recipe_text = std::fs::read_to_string(&recipe).unwrap().replace(
+        &format!(
+            "{}/datasets/synthetic/corpus.jsonl",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/../..")
+        ),
+        corpus.to_str().unwrap(),
+    );
+    std::fs::write(&recipe, &recipe_text).unwrap();
+    let run = dir.path().join("run");
+    let out = radit(
+        &[
+            "train",
+            recipe.to_str().unwrap(),
+            "--output-dir",
+            run.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let trained = started.elapsed().as_secs_f64();
+
+    let dev: Vec<serde_json::Value> = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../datasets/synthetic/dev.jsonl"
+    ))
+    .unwrap()
+    .lines()
+    .take(2)
+    .map(|l| serde_json::from_str(l).unwrap())
+    .collect();
+    let queue = dir.path().join("queue.jsonl");
+    std::fs::write(
+        &queue,
+        dev.iter().map(|v| v.to_string() + "\n").collect::<String>(),
+    )
+    .unwrap();
+    let db = dir.path().join("judgments.sqlite");
+    let review_args = |db: &std::path::Path| -> Vec<String> {
+        vec![
+            "review".into(),
+            "--checkpoint".into(),
+            run.display().to_string(),
+            "--questions".into(),
+            queue.display().to_string(),
+            "--db".into(),
+            db.display().to_string(),
+        ]
+    };
+    let args = review_args(&db);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let server = start_review(&args);
+    let browser = webdriver::Browser::start(&chromium, &driver);
+    let browser_started = std::time::Instant::now();
+    browser.goto(&server.url);
+    // The queue's first question is asked on load, with "n of N".
+    wait_answered(&browser);
+    assert_eq!(browser.text("#progress"), "Question 1 of 2");
+    let gold: Vec<String> = serde_json::from_value(dev[0]["answers"].clone()).unwrap();
+    judge_from_gold(&browser, &gold);
+    browser.click("#next");
+    browser.wait_for(
+        "the second question",
+        std::time::Duration::from_secs(60),
+        "return document.querySelector('#progress').textContent === 'Question 2 of 2'",
+    );
+    wait_answered(&browser);
+
+    // A typed question whose best chunk carries markup: shown as text, never run.
+    browser.type_into("#question", "Who opened Quorble Cafe?");
+    browser.click("#ask");
+    wait_answered(&browser);
+    let texts = browser.eval(
+        "return [...document.querySelectorAll('#answers tr.chunk td.text')].map(td => td.textContent)",
+        vec![],
+    );
+    let texts: Vec<String> = serde_json::from_value(texts).unwrap();
+    let hostile = texts
+        .iter()
+        .position(|t| t.contains("<script>window.__pwned=2</script>"))
+        .unwrap_or_else(|| panic!("the Quorble Cafe chunk was not retrieved: {texts:?}"));
+    let safe = browser.eval(
+        "return window.__pwned === undefined && \
+         document.querySelectorAll('#answers img, #answers script').length === 0",
+        vec![],
+    );
+    assert_eq!(
+        safe,
+        serde_json::json!(true),
+        "markup in a chunk was executed"
+    );
+    // Mark it helpful and the other chunk not, say the answer is wrong and correct it.
+    let other = 1 - hostile;
+    browser.click(&format!("tr.chunk[data-rank=\"{hostile}\"] button.helpful"));
+    browser.click(&format!(
+        "tr.chunk[data-rank=\"{other}\"] button.not-helpful"
+    ));
+    browser.type_into("#reviewer", "ana");
+    browser.click("button.wrong");
+    browser.type_into("input.correction", "Ada Lint");
+    browser.click("button.save");
+    let saved = browser.wait_for(
+        "the judgment to be saved",
+        std::time::Duration::from_secs(30),
+        "const s = document.querySelector('.saved');\
+         return s.textContent.startsWith('saved (judgment #') && s.textContent",
+    );
+    assert_eq!(saved, serde_json::json!("saved (judgment #2)"));
+    if let Some(path) = std::env::var_os("RADIT_REVIEW_SCREENSHOT") {
+        std::fs::write(&path, browser.screenshot()).unwrap();
+        eprintln!("screenshot: {}", PathBuf::from(path).display());
+    }
+
+    // Acknowledged means durable: SIGKILL the server, start another on the same file.
+    let first_url = server.url.clone();
+    drop(server);
+    let server = start_review(&args);
+    assert_ne!(server.url, first_url);
+    browser.goto(&server.url);
+    let recent = browser.wait_for(
+        "the saved judgments",
+        std::time::Duration::from_secs(120),
+        "const li = [...document.querySelectorAll('#recent li')].map(l => l.textContent);\
+         return li.length === 2 && li",
+    );
+    let recent: Vec<String> = serde_json::from_value(recent).unwrap();
+    assert!(
+        recent[0].starts_with("Who opened Quorble Cafe? → ")
+            && recent[0].contains("answer wrong")
+            && recent[0].contains("corrected to “Ada Lint”")
+            && recent[0].contains("by ana"),
+        "{recent:?}"
+    );
+    eprintln!(
+        "browser test: training {trained:.1} s, in the browser {:.1} s",
+        browser_started.elapsed().as_secs_f64()
+    );
+    drop(browser);
+    drop(server);
+
+    let out = radit(
+        &["feedback", "stats", "--db", db.to_str().unwrap(), "--json"],
+        &[],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stats: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(stats["judgments"], 2, "{stats}");
+    assert_eq!(
+        stats["corrections"],
+        1 + u64::from(stats["wrong"] == 2),
+        "{stats}"
+    );
+    assert_eq!(stats["reviewers"], 1, "{stats}");
+
+    // The export loads as training data: LM-ft on the corrections, R-ft on the labels.
+    let export = dir.path().join("export");
+    let out = radit(
+        &[
+            "feedback",
+            "export",
+            "--db",
+            db.to_str().unwrap(),
+            "--out",
+            export.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lm_ft = std::fs::read_to_string(export.join("lm_ft.jsonl")).unwrap();
+    let quorble: serde_json::Value = lm_ft
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|v| v["question"] == "Who opened Quorble Cafe?")
+        .unwrap();
+    assert_eq!(quorble["answers"], serde_json::json!(["Ada Lint"]));
+    assert!(quorble["context"]
+        .as_str()
+        .unwrap()
+        .contains("Quorble Cafe was opened by Ada Lint"));
+    let labels = std::fs::read_to_string(export.join("retrieval.jsonl")).unwrap();
+    assert!(labels.lines().count() >= 4, "{labels}");
+    let out = radit(
+        &[
+            "feedback",
+            "export",
+            "--db",
+            db.to_str().unwrap(),
+            "--out",
+            export.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--overwrite"));
+
+    std::fs::create_dir_all(dir.path().join("r2")).unwrap();
+    let round2 = tiny_r_ft_recipe(&dir.path().join("r2"), &root);
+    let text = std::fs::read_to_string(&round2).unwrap();
+    let text =
+        text.replace(
+            &format!(
+                "train = \"{}/datasets/synthetic/train.jsonl\"",
+                concat!(env!("CARGO_MANIFEST_DIR"), "/../..")
+            ),
+            &format!(
+                "train = [\"{}/datasets/synthetic/train.jsonl\", \"{}\"]",
+                concat!(env!("CARGO_MANIFEST_DIR"), "/../.."),
+                export.join("lm_ft.jsonl").display()
+            ),
+        )
+        .replace(
+            &format!(
+                "corpus = \"{}/datasets/synthetic/corpus.jsonl\"",
+                concat!(env!("CARGO_MANIFEST_DIR"), "/../..")
+            ),
+            &format!("corpus = \"{}\"", corpus.display()),
+        )
+        .replace(
+            &format!("index = \"{}\"", dir.path().join("r2/index").display()),
+            &format!("index = \"{}\"", dir.path().join("index").display()),
+        ) + &format!(
+            "[stages.r_ft.feedback]\nlabels = \"{}\"\nweight = 1.0\n",
+            export.join("retrieval.jsonl").display()
+        );
+    assert!(
+        text.contains("lm_ft.jsonl") && text.contains(corpus.to_str().unwrap()),
+        "{text}"
+    );
+    std::fs::write(&round2, text).unwrap();
+    let run2 = dir.path().join("run2");
+    let out = radit(
+        &[
+            "train",
+            round2.to_str().unwrap(),
+            "--output-dir",
+            run2.to_str().unwrap(),
+        ],
+        &[],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("human labels"), "{stderr}");
+}

@@ -71,19 +71,19 @@ impl From<ScoringArg> for Scoring {
 pub struct ModelArgs {
     /// A training run directory (`radit train --output-dir`): its fine-tuned models are used.
     #[arg(long, required_unless_present = "recipe", conflicts_with = "recipe")]
-    checkpoint: Option<PathBuf>,
+    pub(crate) checkpoint: Option<PathBuf>,
     /// A recipe: its base models and index are used.
     #[arg(long)]
     recipe: Option<PathBuf>,
     /// Override a recipe key (repeatable), e.g. `--set docstore.index=/data/index`.
     #[arg(long = "set", value_name = "KEY=VALUE")]
-    sets: Vec<String>,
+    pub(crate) sets: Vec<String>,
     /// Use the recipe's base generator and query encoder even if the run fine-tuned them.
     #[arg(long)]
-    base: bool,
+    pub(crate) base: bool,
     /// How chunks are used.
     #[arg(long, value_enum, default_value = "ensemble")]
-    mode: ModeArg,
+    pub(crate) mode: ModeArg,
     /// How candidate answers are ranked.
     #[arg(long, value_enum, default_value = "nll")]
     scoring: ScoringArg,
@@ -95,7 +95,7 @@ pub struct ModelArgs {
     answer_tokens: Option<usize>,
     /// Longest prompt + answer in tokens (default: the recipe's `data.max_len`).
     #[arg(long)]
-    max_len: Option<usize>,
+    pub(crate) max_len: Option<usize>,
     /// Sequences per generation / scoring batch.
     #[arg(long, default_value_t = 8)]
     batch_size: usize,
@@ -161,7 +161,7 @@ pub struct AskArgs {
 
 impl ModelArgs {
     /// Where the models come from.
-    fn source(&self) -> Result<ModelSource> {
+    pub(crate) fn source(&self) -> Result<ModelSource> {
         Ok(match (&self.checkpoint, &self.recipe) {
             (Some(dir), _) => ModelSource::Run {
                 dir: dir.clone(),
@@ -172,7 +172,7 @@ impl ModelArgs {
         })
     }
 
-    fn load(&self, retrieval: bool, device: &Device) -> Result<EvalModels> {
+    pub(crate) fn load(&self, retrieval: bool, device: &Device) -> Result<EvalModels> {
         Ok(EvalModels::load(
             &self.source()?,
             &self.sets,
@@ -183,7 +183,7 @@ impl ModelArgs {
 }
 
 /// Fails fast on settings that cannot work, before any model is loaded.
-fn precheck(args: &ModelArgs, k: Option<usize>) -> Result<()> {
+pub(crate) fn precheck(args: &ModelArgs, k: Option<usize>) -> Result<()> {
     if k == Some(0) {
         bail!("--k must be at least 1");
     }
@@ -200,7 +200,7 @@ fn precheck(args: &ModelArgs, k: Option<usize>) -> Result<()> {
 
 /// The chunks per question: `--k`, else the recipe's `retriever.top_k`, capped at the index
 /// size (more cannot be retrieved; asking for them would only make every step slower).
-fn chunks_per_question(loaded: &EvalModels, k: Option<usize>) -> usize {
+pub(crate) fn chunks_per_question(loaded: &EvalModels, k: Option<usize>) -> usize {
     let k = k.unwrap_or(loaded.recipe.retriever.top_k);
     match &loaded.retrieval {
         Some(r) if k > r.store.len() => {
@@ -228,7 +228,7 @@ fn slug(text: &str) -> String {
     out.trim_matches('-').to_string()
 }
 
-fn eval_config(args: &ModelArgs, recipe: &Recipe, k: usize, seed: u64) -> EvalConfig {
+pub(crate) fn eval_config(args: &ModelArgs, recipe: &Recipe, k: usize, seed: u64) -> EvalConfig {
     EvalConfig {
         mode: args.mode.into(),
         scoring: args.scoring.into(),
@@ -380,6 +380,18 @@ fn whole_name(part: &std::path::Path) -> Result<PathBuf> {
     }
 }
 
+/// A typed question as the evaluator takes it: no gold answers, evaluation key 0 (its prompt
+/// markers), as `radit ask` and `radit review` answer it.
+pub(crate) fn asked(question: &str, choices: &[String]) -> Example {
+    Example {
+        id: "ask".into(),
+        question: question.to_string(),
+        answers: Vec::new(),
+        context: None,
+        choices: choices.to_vec(),
+    }
+}
+
 /// Runs `radit ask`.
 pub fn ask(args: &AskArgs, device: &Device) -> Result<()> {
     let m = &args.models;
@@ -392,13 +404,7 @@ pub fn ask(args: &AskArgs, device: &Device) -> Result<()> {
     let loaded = m.load(mode != Mode::ClosedBook, device)?;
     let k = chunks_per_question(&loaded, args.k);
     let config = eval_config(m, &loaded.recipe, k, 0);
-    let example = Example {
-        id: "ask".into(),
-        question: question.to_string(),
-        answers: Vec::new(),
-        context: None,
-        choices: args.choices.clone(),
-    };
+    let example = asked(question, &args.choices);
     let record = loaded.with_evaluator(config, m.max_len, |ev| Ok(ev.answer(0, &example)?))?;
     println!("answer: {}", record.prediction);
     match record.log_p {

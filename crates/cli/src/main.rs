@@ -9,6 +9,7 @@ mod index;
 mod logging;
 mod memory;
 mod recipe;
+mod review;
 mod train;
 
 use anyhow::{bail, Context, Result};
@@ -123,6 +124,13 @@ enum Command {
     EvalMerge(eval::MergeArgs),
     /// Answer one question with the ensemble; prints the chunks used and their weights.
     Ask(eval::AskArgs),
+    /// Review a run's answers and chunks in the browser: mark chunks helpful or not, answers
+    /// right or wrong, type corrections, pick the better of two models; judgments go to a
+    /// SQLite database (`radit feedback export` turns them into training data).
+    Review(review::ReviewArgs),
+    /// The judgments of `radit review`: `export` training files, `stats`.
+    #[command(subcommand)]
+    Feedback(review::FeedbackCommand),
     /// Build, search and inspect document indexes.
     #[command(subcommand)]
     Index(index::IndexCommand),
@@ -318,6 +326,8 @@ fn run(cli: Cli) -> Result<train::Ended> {
         Command::Eval(args) => eval::eval(&args, &device)?,
         Command::Ask(args) => eval::ask(&args, &device)?,
         Command::EvalMerge(args) => eval::merge(&args)?,
+        Command::Review(args) => review::review(&args, &device)?,
+        Command::Feedback(command) => review::feedback(&command)?,
         Command::Index(command) => index::run(command, &device)?,
         Command::Bench(command) => radit_bench::run(command, &device)?,
         Command::Data(DataCommand::Answerable(args)) => data::answerable(&args)?,
