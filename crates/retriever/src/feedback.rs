@@ -251,6 +251,42 @@ mod tests {
         assert_eq!((row, judged), (vec![0.0, 1.0, 0.0], 1));
     }
 
+    /// `load` against a real (hash-embedded) store: the hash of chunk 1 is its text's,
+    /// a wrong hash and an id past the end are stale, and an unreadable file is an error.
+    #[test]
+    fn load_checks_hashes_against_the_store() {
+        use radit_docstore::{build_index, BuildOptions, Embedder, HashEmbedder};
+        let dir = tempfile::tempdir().unwrap();
+        let corpus = dir.path().join("corpus.jsonl");
+        let docs: Vec<String> = ["Varnholt was founded by Ana.", "Rain falls.", "Hills rise."]
+            .iter()
+            .enumerate()
+            .map(|(i, t)| serde_json::json!({"id": i, "title": "T", "text": t}).to_string())
+            .collect();
+        std::fs::write(&corpus, docs.join("\n")).unwrap();
+        let encoder = HashEmbedder::new(16, 0);
+        let index = dir.path().join("index");
+        build_index(&corpus, &index, &encoder, &BuildOptions::default()).unwrap();
+        let store = DocStore::open_for_encoder(&index, &encoder.identity()).unwrap();
+        let hash = store.chunk(1).unwrap().text_hash();
+        let labels_path = dir.path().join("retrieval.jsonl");
+        let text = [
+            line("Q?", 1, &hash, 1),
+            line("Q?", 0, &hash, 1),
+            line("Q?", 99, &hash, 1),
+        ]
+        .join("\n");
+        std::fs::write(&labels_path, text).unwrap();
+        let labels = HumanLabels::load(&labels_path, &store).unwrap();
+        assert_eq!((labels.len(), labels.stale()), (1, 2));
+        // The test lines name another index; the texts match, so the label is used.
+        assert_eq!(labels.other_index(), 1);
+        assert_eq!(labels.for_candidates("q?", &[1]).unwrap().0, vec![1.0]);
+        let missing = dir.path().join("none.jsonl");
+        let err = HumanLabels::load(&missing, &store).unwrap_err().to_string();
+        assert!(err.contains("none.jsonl"), "{err}");
+    }
+
     #[test]
     fn a_later_line_overrides_and_questions_are_normalized() {
         let text = [
@@ -272,7 +308,9 @@ mod tests {
             .unwrap();
         assert_eq!(row, vec![0.0, 0.0, 1.0]);
         assert_eq!(judged, 2);
-        assert!(labels.for_candidates("Who founded Varnholt?", &[1]).is_none());
+        assert!(labels
+            .for_candidates("Who founded Varnholt?", &[1])
+            .is_none());
         assert!(labels.for_candidates("Another question", &[0]).is_none());
     }
 }

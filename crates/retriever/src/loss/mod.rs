@@ -140,8 +140,7 @@ pub struct LossBatch {
     pub human_weight: f64,
 }
 
-/// A log-target a query gets when λ = 1 for a candidate no reviewer found helpful:
-/// `ln 1e-30`. `p_human` is exactly zero there, so `KL(p_R ‖ p_human)` would be infinite;
+/// The log-target, at λ = 1, of a candidate no reviewer judged helpful: `ln 1e-30`. `p_human` is exactly zero there, so `KL(p_R ‖ p_human)` would be infinite;
 /// the floor keeps it finite (and pushing that candidate down) while changing
 /// `KL(p_human ‖ p_R)` by less than 1e-28.
 pub const HUMAN_LOG_FLOOR: f64 = -69.077_552_789_821_37;
@@ -154,10 +153,11 @@ pub const HUMAN_LOG_FLOOR: f64 = -69.077_552_789_821_37;
 /// without human mass gets [`HUMAN_LOG_FLOOR`].
 pub fn human_log_target(log_target: Tensor<2>, human: Tensor<2>, weight: f64) -> Tensor<2> {
     let [b, k] = log_target.dims();
-    let weight = weight.clamp(0.0, 1.0);
-    if weight == 0.0 {
+    // A NaN weight is no usable weight: no mixing.
+    if weight.is_nan() || weight <= 0.0 {
         return log_target;
     }
+    let weight = weight.min(1.0);
     let rest = if weight < 1.0 {
         log_target.clone().add_scalar((1.0 - weight).ln())
     } else {
