@@ -905,6 +905,8 @@ impl RftInputs {
             answer_tokens: self.ones.clone(),
             loo_logprob: None,
             positive: None,
+            human: None,
+            human_weight: 0.0,
         })?)
     }
 }

@@ -9,7 +9,7 @@ use radit_generator::{weights_fingerprint, LmScorer, ScoreCache};
 use radit_models::{Bert, Encoder};
 use radit_retriever::eval::{metric_pairs, retrieval_metrics};
 use radit_retriever::loss::LossRegistry;
-use radit_retriever::{RftExample, RftObjective, RftSettings, TargetSource};
+use radit_retriever::{HumanLabels, RftExample, RftObjective, RftSettings, TargetSource};
 use radit_train::trainer::{BoxError, TrainConfig};
 use radit_util::shard::Shard;
 
@@ -50,7 +50,52 @@ impl RFtStage {
             cache: Some(cache),
             k: self.section.candidates,
             search: ctx.search,
+            human: None,
         })
+    }
+
+    /// The reviewers' judgments of `[stages.r_ft.feedback]`, checked against the store's
+    /// chunk texts; `None` without the section. Errors when the loss would ignore them.
+    fn human_labels(
+        &self,
+        ctx: &Context<'_>,
+        loss: &dyn radit_retriever::loss::RetrieverLoss,
+    ) -> Result<Option<HumanLabels>> {
+        let Some(feedback) = &self.section.feedback else {
+            return Ok(None);
+        };
+        if !loss.requires().human {
+            return Err(PipelineError::Invalid(format!(
+                "stages.r_ft.feedback is set but loss `{}` does not use human judgments \
+                 (lsr and infonce do); remove the section or choose one of them",
+                loss.name()
+            )));
+        }
+        let labels = HumanLabels::load(&feedback.labels, ctx.store)?;
+        // One warning with the count, not one per line: a whole export from an older index
+        // would otherwise flood the log.
+        if labels.stale() > 0 {
+            tracing::warn!(
+                "{}: {} judgment(s) skipped: their chunk is missing from this index or its text \
+                 changed (recorded against another index)",
+                feedback.labels.display(),
+                labels.stale()
+            );
+        }
+        if labels.other_index() > 0 {
+            tracing::info!(
+                "{}: {} judgment(s) recorded against another index, used since the chunk texts match",
+                feedback.labels.display(),
+                labels.other_index()
+            );
+        }
+        tracing::info!(
+            "R-ft: {} human judgment(s) from {}, weight {}",
+            labels.len(),
+            feedback.labels.display(),
+            feedback.weight
+        );
+        Ok(Some(labels))
     }
 }
 
@@ -99,7 +144,8 @@ impl Stage for RFtStage {
                 shard.display()
             );
         }
-        let targets = self.targets(ctx, models, cache)?;
+        let mut targets = self.targets(ctx, models, cache)?;
+        targets.human = self.human_labels(ctx, loss.as_ref())?;
         let queries = queries(ctx, section)?;
         tracing::info!(
             "R-ft: scoring {} queries × {} candidates with the generator ({} loss)",
@@ -113,6 +159,7 @@ impl Stage for RFtStage {
             seed: ctx.recipe.seed,
             cap: ctx.recipe.data.cap,
             refresh_every: section.refresh_every,
+            human_weight: section.feedback.as_ref().map_or(0.0, |f| f.weight),
         };
         let started = std::time::Instant::now();
         let (objective, report) =

@@ -105,6 +105,14 @@ impl Recipe {
             }
         };
         recipe.data.dev = recipe.data.dev.as_ref().map(|p| absolute("data.dev", p));
+        if let Some(feedback) = recipe
+            .stages
+            .r_ft
+            .as_mut()
+            .and_then(|r| r.feedback.as_mut())
+        {
+            feedback.labels = absolute("stages.r_ft.feedback.labels", &feedback.labels);
+        }
         recipe.validate()?;
         Ok(recipe)
     }
@@ -198,6 +206,15 @@ impl RFtSection {
         }
         if self.refresh_every == Some(0) {
             invalid!("stages.r_ft.refresh_every must be at least 1 when given");
+        }
+        if let Some(feedback) = &self.feedback {
+            // `contains` is false for NaN too.
+            if !(0.0..=1.0).contains(&feedback.weight) {
+                invalid!(
+                    "stages.r_ft.feedback.weight must be in [0, 1], got {}",
+                    feedback.weight
+                );
+            }
         }
         validate_train("stages.r_ft.train", &self.train)
     }
@@ -493,8 +510,31 @@ pub struct RFtSection {
     /// The loss: `name` and its parameters (`[stages.r_ft.loss]`).
     #[serde(default)]
     pub loss: LossSpec,
+    /// Human judgments of retrieved chunks mixed into the loss's targets
+    /// (`[stages.r_ft.feedback]`; losses `lsr` and `infonce`).
+    #[serde(default)]
+    pub feedback: Option<RFtFeedback>,
     /// Optimizer, schedule, checkpointing and evaluation (`[stages.r_ft.train]`).
     pub train: TrainConfig,
+}
+
+/// `[stages.r_ft.feedback]`: reviewers' helpful / not-helpful labels of retrieved chunks.
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RFtFeedback {
+    /// The review app's `retrieval.jsonl` (one `{question, chunk_id, text_hash, index,
+    /// label}` per line; relative to the recipe's folder). A label is used only when its
+    /// chunk still has the recorded text.
+    pub labels: PathBuf,
+    /// λ, from 0 to 1 inclusive: `lsr` distils towards `(1 − λ)·p_LSR + λ·p_human` for queries with a
+    /// chunk judged helpful; `infonce` takes the best-ranked helpful chunk as the positive
+    /// when λ > 0. 0 ignores the labels.
+    #[serde(default = "default_feedback_weight")]
+    pub weight: f64,
+}
+
+fn default_feedback_weight() -> f64 {
+    0.5
 }
 
 fn default_candidates() -> usize {
@@ -597,5 +637,68 @@ schedule = { kind = "constant" }
             let err = with(extra).unwrap_err().to_string();
             assert!(err.contains(key), "{key}: {err}");
         }
+    }
+
+    const R_FT: &str =
+        "[stages.r_ft.train]\nlr = 1e-5\nmax_steps = 2\nschedule = { kind = \"constant\" }\n";
+
+    #[test]
+    fn feedback_weight_defaults_and_is_checked() {
+        let recipe = with(&format!(
+            "{R_FT}[stages.r_ft.feedback]\nlabels = \"retrieval.jsonl\"\n"
+        ))
+        .unwrap();
+        let feedback = recipe.stages.r_ft.and_then(|r| r.feedback).unwrap();
+        assert_eq!(feedback.weight, 0.5);
+        assert_eq!(feedback.labels, PathBuf::from("retrieval.jsonl"));
+        for weight in ["1.5", "-0.1", "nan"] {
+            let err = with(&format!(
+                "{R_FT}[stages.r_ft.feedback]\nlabels = \"l.jsonl\"\nweight = {weight}\n"
+            ))
+            .unwrap_err()
+            .to_string();
+            assert!(
+                err.contains("stages.r_ft.feedback.weight"),
+                "{weight}: {err}"
+            );
+        }
+        for weight in ["0.0", "1.0"] {
+            with(&format!(
+                "{R_FT}[stages.r_ft.feedback]\nlabels = \"l.jsonl\"\nweight = {weight}\n"
+            ))
+            .unwrap();
+        }
+    }
+
+    #[test]
+    fn an_unknown_feedback_key_names_the_nearest() {
+        let text =
+            format!("{MINIMAL}{R_FT}[stages.r_ft.feedback]\nlabels = \"l.jsonl\"\nwieght = 0.3\n");
+        let err = radit_train::recipe::parse_recipe::<Recipe>(&text, "recipe.toml", &[])
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "unknown key `stages.r_ft.feedback.wieght` in recipe.toml (did you mean `weight`?)"
+        );
+    }
+
+    #[test]
+    fn feedback_labels_resolve_against_the_recipe_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        let sub = dir.path().join("recipes");
+        std::fs::create_dir_all(&sub).unwrap();
+        let path = sub.join("r.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "{MINIMAL}{R_FT}[stages.r_ft.feedback]\nlabels = \"../feedback/retrieval.jsonl\"\n"
+            ),
+        )
+        .unwrap();
+        let recipe = Recipe::load(&path, &[]).unwrap();
+        let labels = recipe.stages.r_ft.and_then(|r| r.feedback).unwrap().labels;
+        let root = normalize_path(&std::path::absolute(dir.path()).unwrap());
+        assert_eq!(labels, root.join("feedback/retrieval.jsonl"));
     }
 }

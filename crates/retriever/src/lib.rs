@@ -11,6 +11,8 @@
 //!   and a registry that recipes select from by name;
 //! - [`objective`]: candidates and targets per query, and the objective the shared loop of
 //!   `radit-train` minimizes;
+//! - [`feedback`]: human helpful / not-helpful judgments of retrieved chunks, checked
+//!   against the store's chunk texts, that R-ft mixes into its targets;
 //! - [`eval`]: recall@k and MRR of answer-bearing chunks on a dev set.
 
 #![deny(missing_docs)]
@@ -19,10 +21,12 @@ use std::path::PathBuf;
 
 pub mod embedder;
 pub mod eval;
+pub mod feedback;
 pub mod loss;
 pub mod objective;
 
 pub use embedder::{EncoderEmbedder, QueryEncoder};
+pub use feedback::HumanLabels;
 pub use objective::{
     Candidates, PrepareReport, RftExample, RftObjective, RftSettings, TargetSource,
 };
@@ -51,6 +55,16 @@ pub enum RetrieverError {
     /// Reading or writing a file failed.
     #[error("{}: {}", .0.display(), .1)]
     Io(PathBuf, std::io::Error),
+    /// A line of a human-judgment file is not a judgment.
+    #[error("{}:{line}: {message}", path.display())]
+    Labels {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line number.
+        line: usize,
+        /// What is wrong with it.
+        message: String,
+    },
     /// A tensor could not be read back or a record serialized.
     #[error("{0}")]
     Tensor(String),

@@ -19,6 +19,7 @@ use radit_models::{Bert, Encoder};
 use radit_train::trainer::{BoxError, MicroBatchLoss, Objective};
 use serde::{Deserialize, Serialize};
 
+use crate::feedback::HumanLabels;
 use crate::loss::{LossBatch, RetrieverLoss};
 use crate::RetrieverError;
 use radit_generator::{LmScorer, ScoreCache, ScoreRequest};
@@ -49,6 +50,39 @@ pub struct Candidates {
     pub loo: Option<Vec<f32>>,
     /// Index of the positive chunk among `ids`, if any.
     pub positive: Option<usize>,
+    /// Per candidate, 1.0 when a reviewer judged it helpful for this query and 0.0
+    /// otherwise (not helpful, or not judged); `None` when no candidate was judged.
+    /// (Absent from checkpoints written before judgments existed.)
+    #[serde(default)]
+    pub human: Option<Vec<f32>>,
+}
+
+impl Candidates {
+    /// The positive a contrastive loss trains towards: with `human`, the best-ranked
+    /// candidate judged helpful when there is one; otherwise [`Candidates::positive`].
+    pub fn training_positive(&self, human: bool) -> Option<usize> {
+        let helpful = self
+            .human
+            .as_ref()
+            .filter(|_| human)
+            .and_then(|row| row.iter().position(|&h| h > 0.0));
+        helpful.or(self.positive)
+    }
+
+    /// `p_human` over the `k` candidates: uniform over those judged helpful, all zeros when
+    /// none is.
+    pub fn human_distribution(&self, k: usize) -> Vec<f32> {
+        let mut row = vec![0.0; k];
+        if let Some(labels) = &self.human {
+            let helpful = labels.iter().filter(|&&h| h > 0.0).count();
+            for (p, &h) in row.iter_mut().zip(labels) {
+                if h > 0.0 {
+                    *p = 1.0 / helpful as f32;
+                }
+            }
+        }
+        row
+    }
 }
 
 /// Counts of candidate preparation.
@@ -70,6 +104,14 @@ pub struct PrepareReport {
     /// Generator scores not computed: found in the on-disk cache, or repeats of a request
     /// made for another query.
     pub scores_cached: usize,
+    /// Whether human judgments were given (`[stages.r_ft.feedback]`).
+    pub feedback: bool,
+    /// Ready queries with at least one candidate judged by a reviewer.
+    pub human_queries: usize,
+    /// Judgments applied: (query, candidate) pairs with a human label.
+    pub human_labels: usize,
+    /// Judgments skipped because their chunk is missing from the index or its text changed.
+    pub human_stale: usize,
 }
 
 impl std::fmt::Display for PrepareReport {
@@ -86,7 +128,15 @@ impl std::fmt::Display for PrepareReport {
             self.retriever_prefers_positive,
             self.scores_computed,
             self.scores_cached
-        )
+        )?;
+        if self.feedback {
+            write!(
+                f,
+                "; human judgments: {} applied to {} queries, {} stale (chunk missing or changed)",
+                self.human_labels, self.human_queries, self.human_stale
+            )?;
+        }
+        Ok(())
     }
 }
 
@@ -100,9 +150,22 @@ pub struct TargetSource<'a, T: Tokenize> {
     pub k: usize,
     /// How candidates are searched (the recipe's `retriever.search`; exact by default).
     pub search: SearchMode,
+    /// Reviewers' judgments, attached to every candidate list prepared (refreshes too).
+    pub human: Option<HumanLabels>,
 }
 
 impl<T: Tokenize> TargetSource<'_, T> {
+    /// Attaches the judgments of `question` to `candidates`; returns how many apply.
+    fn label(&self, question: &str, candidates: &mut Candidates) -> usize {
+        let found = self
+            .human
+            .as_ref()
+            .and_then(|h| h.for_candidates(question, &candidates.ids));
+        let judged = found.as_ref().map_or(0, |(_, n)| *n);
+        candidates.human = found.map(|(row, _)| row);
+        judged
+    }
+
     /// Retrieves the candidates of every query with `model` (the query encoder, inference
     /// device) and scores them, with the leave-one-out scores when `leave_one_out`; `None`
     /// for a query with an instance that does not fit.
@@ -219,11 +282,13 @@ impl<T: Tokenize> TargetSource<'_, T> {
         let mut report = PrepareReport {
             scores_computed: computed,
             scores_cached: scored.saturating_sub(computed),
+            feedback: self.human.is_some(),
+            human_stale: self.human.as_ref().map_or(0, HumanLabels::stale),
             ..PrepareReport::default()
         };
         let mut out = Vec::with_capacity(queries.len());
         let mut at = 0;
-        for (ids, _, positive) in lists {
+        for (q, (ids, _, positive)) in queries.iter().zip(lists) {
             let n = ids.len();
             let block = &scores[at..at + per_query * n];
             at += per_query * n;
@@ -243,13 +308,18 @@ impl<T: Tokenize> TargetSource<'_, T> {
                 report.generator_prefers_positive += usize::from(best == Some(p));
                 report.retriever_prefers_positive += usize::from(p == 0);
             }
-            out.push(Some(Candidates {
+            let mut candidates = Candidates {
                 ids,
                 logprob,
                 tokens: single.map(|s| s.tokens.max(1) as f32).collect(),
                 loo,
                 positive,
-            }));
+                human: None,
+            };
+            let judged = self.label(&q.example.question, &mut candidates);
+            report.human_labels += judged;
+            report.human_queries += usize::from(judged > 0);
+            out.push(Some(candidates));
         }
         Ok((out, report))
     }
@@ -268,6 +338,15 @@ pub struct RftSettings {
     pub cap: Option<usize>,
     /// Re-retrieve candidates with the current query encoder every this many steps.
     pub refresh_every: Option<u64>,
+    /// λ of human judgments (`[stages.r_ft.feedback] weight`); 0 ignores them.
+    pub human_weight: f64,
+}
+
+/// A one-hot row of `k` at `at` (all zeros without a positive).
+fn one_hot(at: Option<usize>, k: usize) -> Vec<f32> {
+    (0..k)
+        .map(|j| if at == Some(j) { 1.0 } else { 0.0 })
+        .collect()
 }
 
 #[derive(Serialize, Deserialize)]
@@ -415,19 +494,25 @@ impl<'a, T: Tokenize> RftObjective<'a, T> {
         } else {
             None
         };
-        let positive = requires.positive.then(|| {
-            matrix(&|c| {
-                (0..k)
-                    .map(|j| if c.positive == Some(j) { 1.0 } else { 0.0 })
-                    .collect()
-            })
-        });
+        // λ = 0 turns judgments off for every loss, the positive override included.
+        let human = requires.human
+            && self.settings.human_weight > 0.0
+            && chosen.iter().any(|c| c.human.is_some());
+        let positive = requires
+            .positive
+            .then(|| matrix(&|c| one_hot(c.training_positive(human), k)));
         Ok(LossBatch {
             retriever_logits: scores,
             lm_logprob: matrix(&|c| c.logprob.clone()),
             answer_tokens: matrix(&|c| c.tokens.clone()),
             loo_logprob: loo,
             positive,
+            human: human.then(|| matrix(&|c| c.human_distribution(k))),
+            human_weight: if human {
+                self.settings.human_weight
+            } else {
+                0.0
+            },
         })
     }
 }
@@ -468,6 +553,12 @@ impl<T: Tokenize> Objective<Bert> for RftObjective<'_, T> {
                 .into());
             }
             self.candidates = candidates;
+            // Judgments follow this run's file, not the one the checkpoint was written with.
+            for (q, c) in self.queries.iter().zip(self.candidates.iter_mut()) {
+                if let Some(c) = c {
+                    self.targets.label(&q.example.question, c);
+                }
+            }
             self.refreshed_at = Some(step);
         }
         Ok(())
@@ -475,5 +566,68 @@ impl<T: Tokenize> Objective<Bert> for RftObjective<'_, T> {
 
     fn unit(&self) -> &'static str {
         "queries"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::loss::InfoNce;
+    use burn::tensor::Device;
+
+    fn candidates(positive: Option<usize>, human: Option<Vec<f32>>) -> Candidates {
+        Candidates {
+            ids: vec![7, 3, 9, 4],
+            logprob: vec![-1.0; 4],
+            tokens: vec![1.0; 4],
+            loo: None,
+            positive,
+            human,
+        }
+    }
+
+    #[test]
+    fn a_helpful_candidate_overrides_the_answer_positive() {
+        // Candidates 1 and 3 judged helpful, 0 not helpful: the best-ranked helpful one (1).
+        let judged = candidates(Some(2), Some(vec![0.0, 1.0, 0.0, 1.0]));
+        assert_eq!(judged.training_positive(true), Some(1));
+        assert_eq!(judged.training_positive(false), Some(2));
+        assert_eq!(judged.human_distribution(4), vec![0.0, 0.5, 0.0, 0.5]);
+        // Judged, but nothing helpful: the answer positive stays, and p_human is all zeros.
+        let unhelpful = candidates(Some(2), Some(vec![0.0; 4]));
+        assert_eq!(unhelpful.training_positive(true), Some(2));
+        assert_eq!(unhelpful.human_distribution(4), vec![0.0; 4]);
+        // A helpful judgment gives a positive to a query without an answer-bearing chunk.
+        let only_human = candidates(None, Some(vec![0.0, 0.0, 1.0, 0.0]));
+        assert_eq!(only_human.training_positive(true), Some(2));
+        assert_eq!(candidates(None, None).training_positive(true), None);
+    }
+
+    #[test]
+    fn infonce_trains_towards_the_human_positive() {
+        let device = Device::flex();
+        let logits = [0.4f32, -0.2, 1.0, 0.3];
+        let rows = [
+            candidates(Some(2), Some(vec![0.0, 1.0, 0.0, 1.0])),
+            candidates(Some(0), None),
+        ];
+        let matrix = |f: &dyn Fn(&Candidates) -> Vec<f32>| {
+            let data: Vec<f32> = rows.iter().flat_map(f).collect();
+            Tensor::<2>::from_data(TensorData::new(data, [2, 4]), &device)
+        };
+        let batch = LossBatch {
+            retriever_logits: matrix(&|_| logits.to_vec()),
+            lm_logprob: matrix(&|c| c.logprob.clone()),
+            answer_tokens: matrix(&|c| c.tokens.clone()),
+            loo_logprob: None,
+            positive: Some(matrix(&|c| one_hot(c.training_positive(true), 4))),
+            human: Some(matrix(&|c| c.human_distribution(4))),
+            human_weight: 0.5,
+        };
+        let loss = f64::from(InfoNce.loss(&batch).unwrap().into_scalar::<f32>());
+        let lse = logits.iter().map(|&x| f64::from(x).exp()).sum::<f64>().ln();
+        // Query 1 towards its helpful candidate 1, query 2 towards its answer chunk 0.
+        let expected = ((lse - f64::from(logits[1])) + (lse - f64::from(logits[0]))) / 2.0;
+        assert!((loss - expected).abs() < 1e-5, "{loss} vs {expected}");
     }
 }

@@ -37,6 +37,8 @@ fn batch_with(logits: Tensor<2>, device: &Device) -> LossBatch {
         answer_tokens: tensor2(tokens, device),
         loo_logprob: Some(tensor2(loo, device)),
         positive: Some(tensor2(positive, device)),
+        human: None,
+        human_weight: 0.0,
     }
 }
 

@@ -6,6 +6,12 @@
 //! over the queries `B⁺` that have a positive among their candidates (the other candidates
 //! are the negatives). The generator's scores are not used. Queries without a positive
 //! contribute nothing; a batch without any gives a zero loss.
+//!
+//! With human judgments (`[stages.r_ft.feedback]`, weight λ > 0), the positive of a query
+//! with a candidate judged helpful is the best-ranked such candidate, overriding the
+//! answer-bearing (or source) chunk; candidates judged not helpful stay negatives. The
+//! objective builds [`LossBatch::positive`] that way
+//! ([`crate::Candidates::training_positive`]), so the formula above is unchanged.
 
 use burn::tensor::activation::log_softmax;
 use burn::tensor::Tensor;
@@ -23,6 +29,7 @@ impl RetrieverLoss for InfoNce {
     fn requires(&self) -> Requires {
         Requires {
             positive: true,
+            human: true,
             ..Requires::default()
         }
     }

@@ -7,6 +7,21 @@
 //! leave-one-out log-likelihoods and the positive chunk. A loss returns the mean over
 //! queries.
 //!
+//! # Human judgments
+//!
+//! With `[stages.r_ft.feedback]`, reviewers' helpful / not-helpful labels of candidates
+//! ([`crate::feedback`]) reach the losses as [`LossBatch::human`]: per query, `p_human`,
+//! uniform over the candidates judged helpful (an all-zero row when none is), and the
+//! weight λ ([`LossBatch::human_weight`], in `[0, 1]`).
+//!
+//! - `lsr` distils towards the mixture `(1 − λ)·p_LSR + λ·p_human` for queries with human
+//!   mass ([`human_log_target`]); other queries keep `p_LSR`.
+//! - `infonce` takes the best-ranked helpful candidate as the positive, instead of the
+//!   answer-bearing one, when λ > 0 (the objective builds [`LossBatch::positive`] so).
+//!
+//! Losses that do not read the labels say so through [`Requires::human`]; the pipeline
+//! refuses a recipe that gives labels to one of them rather than ignore them silently.
+//!
 //! # Adding a loss
 //!
 //! Implement [`RetrieverLoss`] in one file, give it a constructor that reads its recipe
@@ -100,6 +115,8 @@ pub struct Requires {
     pub leave_one_out: bool,
     /// A positive chunk per query.
     pub positive: bool,
+    /// The loss uses human judgments ([`LossBatch::human`], or the human positive).
+    pub human: bool,
 }
 
 /// One batch of `B` queries with `K` candidate chunks each.
@@ -115,6 +132,47 @@ pub struct LossBatch {
     pub loo_logprob: Option<Tensor<2>>,
     /// One-hot positive chunk per query, `[B, K]`; an all-zero row has no positive.
     pub positive: Option<Tensor<2>>,
+    /// `p_human`, `[B, K]`: per query, uniform over the candidates reviewers judged helpful;
+    /// an all-zero row when no candidate of that query was judged helpful. `None` without
+    /// human judgments.
+    pub human: Option<Tensor<2>>,
+    /// λ ∈ `[0, 1]`: how much of the target `p_human` replaces (0 without judgments).
+    pub human_weight: f64,
+}
+
+/// The log-target, at λ = 1, of a candidate no reviewer judged helpful: `ln 1e-30`. `p_human` is exactly zero there, so `KL(p_R ‖ p_human)` would be infinite;
+/// the floor keeps it finite (and pushing that candidate down) while changing
+/// `KL(p_human ‖ p_R)` by less than 1e-28.
+pub const HUMAN_LOG_FLOOR: f64 = -69.077_552_789_821_37;
+
+/// The log of the mixed target `(1 − λ)·exp(log_target) + λ·p_human` for the rows of
+/// `human` with mass; rows without (no candidate judged helpful) keep `log_target` exactly.
+///
+/// Computed in log space, `logaddexp(ln(1 − λ) + log_target, ln λ + ln p_human)`, because
+/// sharp LM targets (τ = 0.01) underflow `exp` for most candidates. At λ = 1 a candidate
+/// without human mass gets [`HUMAN_LOG_FLOOR`].
+pub fn human_log_target(log_target: Tensor<2>, human: Tensor<2>, weight: f64) -> Tensor<2> {
+    let [b, k] = log_target.dims();
+    // A NaN weight is no usable weight: no mixing.
+    if weight.is_nan() || weight <= 0.0 {
+        return log_target;
+    }
+    let weight = weight.min(1.0);
+    let rest = if weight < 1.0 {
+        log_target.clone().add_scalar((1.0 - weight).ln())
+    } else {
+        log_target.zeros_like().add_scalar(HUMAN_LOG_FLOOR)
+    };
+    let helpful = human.clone().greater_elem(0.0);
+    // ln p_human only where it is positive; the clamp keeps -inf out of the other entries,
+    // which `helpful` discards below.
+    let lifted = human.clamp_min(1e-30).log().add_scalar(weight.ln());
+    let high = rest.clone().max_pair(lifted.clone());
+    let low = rest.clone().min_pair(lifted);
+    let added = high.clone().add(low.sub(high).exp().log1p());
+    let mixed = rest.mask_where(helpful.clone(), added);
+    let labelled = helpful.float().sum_dim(1).greater_elem(0.0).expand([b, k]);
+    log_target.mask_where(labelled, mixed)
 }
 
 /// A retriever training loss. Implementations document their formula.
