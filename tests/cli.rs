@@ -2627,5 +2627,69 @@ fn review_in_a_browser_persists_judgments_through_sigkill_and_they_train_both_st
     );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
-    assert!(stderr.contains("human labels"), "{stderr}");
+    // Both reviewed questions are R-ft queries now (from lm_ft.jsonl), each with 2 labels.
+    assert!(
+        stderr.contains("human judgments: 4 applied to 2 queries, 0 stale"),
+        "{stderr}"
+    );
+}
+
+/// The reviewer of `scripts/feedback_demo.sh`: reviews every question of a queue in the
+/// browser, judging from the gold answers (see `judge_from_gold`), as a person would click.
+/// Run by the script (`--ignored`), with RADIT_DEMO_RUN, RADIT_DEMO_QUESTIONS, RADIT_DEMO_DB.
+#[test]
+#[ignore = "run by scripts/feedback_demo.sh"]
+fn feedback_demo_reviewer() {
+    let var = |name: &str| std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set"));
+    let (run, questions, db) = (
+        var("RADIT_DEMO_RUN"),
+        var("RADIT_DEMO_QUESTIONS"),
+        var("RADIT_DEMO_DB"),
+    );
+    let (chromium, driver) = webdriver::chromium().unwrap();
+    let gold: Vec<Vec<String>> = std::fs::read_to_string(&questions)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            serde_json::from_value(v["answers"].clone()).unwrap()
+        })
+        .collect();
+    let server = start_review(&[
+        "review",
+        "--checkpoint",
+        &run,
+        "--questions",
+        &questions,
+        "--db",
+        &db,
+    ]);
+    let browser = webdriver::Browser::start(&chromium, &driver);
+    let started = std::time::Instant::now();
+    browser.goto(&server.url);
+    let mut right = 0;
+    for (i, gold) in gold.iter().enumerate() {
+        browser.wait_for(
+            "the next question",
+            std::time::Duration::from_secs(60),
+            &format!(
+                "return document.querySelector('#progress').textContent.startsWith('Question {} of ')",
+                i + 1
+            ),
+        );
+        wait_answered(&browser);
+        right += usize::from(judge_from_gold(&browser, gold));
+        if i + 1 < gold.len() {
+            browser.click("#next");
+        }
+    }
+    if let Ok(path) = std::env::var("RADIT_REVIEW_SCREENSHOT") {
+        std::fs::write(path, browser.screenshot()).unwrap();
+    }
+    println!(
+        "reviewed {} questions in the browser in {:.1} s: {right} answers right, {} corrected",
+        gold.len(),
+        started.elapsed().as_secs_f64(),
+        gold.len() - right
+    );
 }
