@@ -2632,6 +2632,51 @@ fn review_in_a_browser_persists_judgments_through_sigkill_and_they_train_both_st
         stderr.contains("human judgments: 4 applied to 2 queries, 0 stale"),
         "{stderr}"
     );
+
+    // The two rounds side by side: the reviewer picks the second round's answer.
+    let server = start_review(&[
+        "review",
+        "--checkpoint",
+        run.to_str().unwrap(),
+        "--compare",
+        run2.to_str().unwrap(),
+        "--db",
+        db.to_str().unwrap(),
+    ]);
+    let browser = webdriver::Browser::start(&chromium, &driver);
+    browser.goto(&server.url);
+    browser.type_into("#question", "Who opened Quorble Cafe?");
+    browser.click("#ask");
+    wait_answered(&browser);
+    let sides = browser.eval(
+        "return [...document.querySelectorAll('#answers .answer h2.side')].map(h => h.textContent)",
+        vec![],
+    );
+    let sides: Vec<String> = serde_json::from_value(sides).unwrap();
+    assert!(
+        sides.len() == 2
+            && sides[0].starts_with("A: LM-ft")
+            && sides[1].starts_with("B: LM-ft + R-ft"),
+        "{sides:?}"
+    );
+    browser.click("button.prefer[data-choice=b]");
+    browser.wait_for(
+        "the preference to be saved",
+        std::time::Duration::from_secs(30),
+        "return document.querySelector('#prefer-status').textContent === 'saved (preference #1)'",
+    );
+    drop(browser);
+    drop(server);
+    let out = radit(
+        &["feedback", "stats", "--db", db.to_str().unwrap(), "--json"],
+        &[],
+    );
+    let stats: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        stats["preferences"],
+        serde_json::json!([0, 1, 0]),
+        "{stats}"
+    );
 }
 
 /// The reviewer of `scripts/feedback_demo.sh`: reviews every question of a queue in the

@@ -204,6 +204,7 @@ impl Choice {
 
 /// A judgment of one shown answer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Judgment {
     /// The answer judged (from [`FeedbackDb::record_answer`]).
     pub answer_id: i64,
@@ -223,6 +224,7 @@ pub struct Judgment {
 
 /// A pick between two answers to one question.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Preference {
     /// The first answer.
     pub answer_a: i64,

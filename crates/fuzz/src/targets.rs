@@ -75,6 +75,18 @@ pub(crate) static TARGETS: &[Target] = &[
         seeds: manifest_seeds,
         run: manifest_run,
     },
+    Target {
+        name: "feedback-labels",
+        about: "retrieval.jsonl of radit feedback export: read_label_lines (R-ft's human judgments)",
+        seeds: labels_seeds,
+        run: labels_run,
+    },
+    Target {
+        name: "feedback-db",
+        about: "a radit review SQLite database: FeedbackDb::open, judgments, preferences, stats, export",
+        seeds: feedback_db_seeds,
+        run: feedback_db_run,
+    },
 ];
 
 fn text_seed(file: &'static str, text: &str) -> Seed {
@@ -558,5 +570,101 @@ fn manifest_run(dir: &Path, file: &str, bytes: &[u8]) -> Result<(), String> {
             .search(&queries, 5, &mode)
             .map_err(|e| e.to_string())?;
     }
+    Ok(())
+}
+
+// ---- human feedback ----
+
+fn labels_seeds(_: &Path) -> Result<Vec<Seed>, String> {
+    Ok(vec![text_seed(
+        "retrieval.jsonl",
+        concat!(
+            r#"{"question": "Who opened Quorble Cafe?", "chunk_id": 210, "text_hash": "5aaa16dfc9a3eb17", "index": "0a1b2c3d4e5f6071", "label": 1, "answer_id": 3, "reviewer": "ana"}"#,
+            "\n",
+            r#"{"question": "who opened  quorble cafe?", "chunk_id": 161, "text_hash": "ceca929d3940da01", "index": null, "label": 0}"#,
+            "\n\n",
+        ),
+    )])
+}
+
+fn labels_run(dir: &Path, file: &str, bytes: &[u8]) -> Result<(), String> {
+    let path = dir.join(file);
+    write(&path, bytes)?;
+    radit_retriever::feedback::read_label_lines(&path).map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+/// A database with an answer, a judgment with labels and a correction, and a preference.
+fn feedback_db_seeds(scratch: &Path) -> Result<Vec<Seed>, String> {
+    use radit_feedback::{
+        Choice, ChunkLabel, FeedbackDb, Judgment, ModelIdentity, Preference, ShownAnswer,
+        ShownChunk, Verdict,
+    };
+    let path = scratch.join("seed.sqlite");
+    {
+        let mut db = FeedbackDb::open(&path).map_err(|e| e.to_string())?;
+        let shown = |answer: &str| ShownAnswer {
+            question: "Who opened Quorble Cafe?".into(),
+            answer: answer.into(),
+            log_p: Some(-2.5),
+            models: ModelIdentity {
+                label: "LM-ft".into(),
+                generator: "/run/lm_ft/final".into(),
+                generator_fingerprint: "1a5202ca7f154ad3".into(),
+                query_encoder: Some("/assets/all-MiniLM-L6-v2".into()),
+                query_fingerprint: Some("77aa".into()),
+                index_identity: Some("0a1b".into()),
+                index_dir: Some("/run/index".into()),
+            },
+            chunks: (0..2)
+                .map(|i| ShownChunk {
+                    chunk_id: 200 + i,
+                    title: "Quorble Cafe".into(),
+                    text: format!("Quorble Cafe: opened by Ada Lint ({i})"),
+                    text_hash: format!("{i:016x}"),
+                    p_r: 0.5,
+                    log_p_lm: Some(-1.0 - f64::from(i)),
+                    share: Some(0.5),
+                })
+                .collect(),
+        };
+        let e = |e: radit_feedback::FeedbackError| e.to_string();
+        let a = db.record_answer(&shown("John")).map_err(e)?;
+        let b = db.record_answer(&shown("Ada Lint")).map_err(e)?;
+        db.record_judgment(&Judgment {
+            answer_id: a,
+            reviewer: Some("ana".into()),
+            verdict: Some(Verdict::Wrong),
+            correction: Some("Ada Lint".into()),
+            chunks: vec![(0, ChunkLabel::Helpful), (1, ChunkLabel::NotHelpful)],
+        })
+        .map_err(e)?;
+        db.record_preference(&Preference {
+            answer_a: a,
+            answer_b: b,
+            choice: Choice::B,
+            reviewer: None,
+        })
+        .map_err(e)?;
+    }
+    let bytes = std::fs::read(&path).map_err(|e| e.to_string())?;
+    // Mutations spread over the whole file: header, schema page and the rows.
+    Ok(vec![Seed {
+        file: "judgments.sqlite",
+        focus: bytes.len(),
+        bytes,
+        style: Style::Binary,
+    }])
+}
+
+fn feedback_db_run(dir: &Path, file: &str, bytes: &[u8]) -> Result<(), String> {
+    let path = dir.join(file);
+    write(&path, bytes)?;
+    let e = |e: radit_feedback::FeedbackError| e.to_string();
+    let db = radit_feedback::FeedbackDb::open(&path).map_err(e)?;
+    db.judgments(None).map_err(e)?;
+    db.preferences().map_err(e)?;
+    radit_feedback::stats(&db).map_err(e)?;
+    radit_feedback::export(&db, &dir.join("export"), true).map_err(e)?;
     Ok(())
 }

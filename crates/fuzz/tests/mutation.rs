@@ -95,3 +95,13 @@ fn cases_found_by_long_runs_stay_fixed() {
         }
     }
 }
+
+#[test]
+fn feedback_labels() {
+    short_run("feedback-labels");
+}
+
+#[test]
+fn feedback_db() {
+    short_run("feedback-db");
+}
