@@ -2267,11 +2267,17 @@ fn start_review(args: &[&str]) -> ReviewServer {
             }
         }
     });
-    let url = match rx.recv_timeout(std::time::Duration::from_secs(300)) {
-        Ok(url) => url,
-        Err(_) => {
+    let started = std::time::Instant::now();
+    let url = loop {
+        if let Ok(url) = rx.recv_timeout(std::time::Duration::from_millis(500)) {
+            break url;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("radit review exited ({status}) before printing its address");
+        }
+        if started.elapsed() > std::time::Duration::from_secs(300) {
             let _ = child.kill();
-            panic!("radit review printed no address");
+            panic!("radit review printed no address within 300 s");
         }
     };
     ReviewServer { child, url }
@@ -2692,7 +2698,7 @@ fn feedback_demo_reviewer() {
         var("RADIT_DEMO_DB"),
     );
     let (chromium, driver) = webdriver::chromium().unwrap();
-    let gold: Vec<Vec<String>> = std::fs::read_to_string(&questions)
+    let gold_answers: Vec<Vec<String>> = std::fs::read_to_string(&questions)
         .unwrap()
         .lines()
         .map(|l| {
@@ -2713,7 +2719,7 @@ fn feedback_demo_reviewer() {
     let started = std::time::Instant::now();
     browser.goto(&server.url);
     let mut right = 0;
-    for (i, gold) in gold.iter().enumerate() {
+    for (i, gold) in gold_answers.iter().enumerate() {
         browser.wait_for(
             "the next question",
             std::time::Duration::from_secs(60),
@@ -2724,7 +2730,7 @@ fn feedback_demo_reviewer() {
         );
         wait_answered(&browser);
         right += usize::from(judge_from_gold(&browser, gold));
-        if i + 1 < gold.len() {
+        if i + 1 < gold_answers.len() {
             browser.click("#next");
         }
     }
@@ -2733,8 +2739,8 @@ fn feedback_demo_reviewer() {
     }
     println!(
         "reviewed {} questions in the browser in {:.1} s: {right} answers right, {} corrected",
-        gold.len(),
+        gold_answers.len(),
         started.elapsed().as_secs_f64(),
-        gold.len() - right
+        gold_answers.len() - right
     );
 }

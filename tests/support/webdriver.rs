@@ -201,7 +201,8 @@ impl Browser {
             }
             if started.elapsed() > timeout {
                 let status = self.eval(
-                    "return (document.querySelector('#status')||{}).textContent",
+                    "return ['#status', '#progress', '.saved']\
+                     .map(s => (document.querySelector(s) || {}).textContent)",
                     vec![],
                 );
                 panic!("timed out waiting for {what} (page status: {status})");
