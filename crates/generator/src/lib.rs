@@ -128,6 +128,7 @@ pub fn target_log_likelihood(
     Ok(assign.matmul(picked).reshape([b]))
 }
 
+pub mod dpo;
 pub mod lora;
 pub mod scoring;
 pub mod trainer;

@@ -39,6 +39,17 @@ pub enum PipelineError {
         /// The parser's message.
         message: String,
     },
+    /// A line of a preferences file (`stages.dpo.preferences`) is not a preference pair, or
+    /// the file holds none.
+    #[error("{}: {message}", file_line(path, *line))]
+    Preferences {
+        /// The file.
+        path: PathBuf,
+        /// The 1-based line, 0 for the whole file.
+        line: usize,
+        /// What is wrong.
+        message: String,
+    },
     /// Loading or running a model failed; `what` says which model.
     #[error("{what}: {source}")]
     Model {
@@ -75,6 +86,14 @@ pub enum PipelineError {
     /// The signal handler could not be installed.
     #[error(transparent)]
     Signal(#[from] radit_train::signals::SignalError),
+}
+
+/// `path:line`, or `path` alone for line 0 (the whole file).
+fn file_line(path: &std::path::Path, line: usize) -> String {
+    match line {
+        0 => path.display().to_string(),
+        n => format!("{}:{n}", path.display()),
+    }
 }
 
 impl PipelineError {

@@ -77,11 +77,14 @@ impl EvalModels {
             ModelSource::Recipe(path) => (Recipe::load(path, sets)?, None, true),
         };
         let names = recipe.stages.names();
-        let finetuned = |stage: &str| -> Option<PathBuf> {
+        let finetuned_of = |stages: &[&str]| -> Option<(String, PathBuf)> {
             let run = run.as_ref().filter(|_| !base)?;
-            run.latest_final(&names, recipe.stages.rounds, stage)
-                .filter(|dir| dir.join("config.json").is_file())
+            run.latest_final_of(&names, recipe.stages.rounds, stages)
+                .filter(|(_, dir)| dir.join("config.json").is_file())
         };
+        let finetuned = |stage: &str| finetuned_of(&[stage]).map(|(_, dir)| dir);
+        // LM-ft and DPO both train the generator: the one that ran last holds the newest.
+        let generator_final = finetuned_of(&[BuiltinStage::LmFt.name(), BuiltinStage::Dpo.name()]);
         let lm_ft = finetuned(BuiltinStage::LmFt.name());
         let r_ft = if retrieval {
             finetuned(BuiltinStage::RFt.name())
@@ -90,7 +93,8 @@ impl EvalModels {
         };
         if let (Some(run), false) = (&run, base) {
             let unfinished = [
-                (BuiltinStage::LmFt, lm_ft.is_none()),
+                (BuiltinStage::LmFt, generator_final.is_none()),
+                (BuiltinStage::Dpo, generator_final.is_none()),
                 (BuiltinStage::RFt, retrieval && r_ft.is_none()),
             ];
             for (stage, missing) in unfinished {
@@ -103,8 +107,8 @@ impl EvalModels {
                 }
             }
         }
-        let generator_source = match &lm_ft {
-            Some(dir) => dir.display().to_string(),
+        let generator_source = match &generator_final {
+            Some((_, dir)) => dir.display().to_string(),
             None => recipe.generator.model.clone(),
         };
         let generator = Generator::load(&generator_source, device)
@@ -132,13 +136,21 @@ impl EvalModels {
         } else {
             None
         };
-        let label = match (lm_ft.is_some(), r_ft.is_some()) {
-            (false, false) => "base",
-            (true, false) => "LM-ft",
-            (false, true) => "R-ft",
-            (true, true) => "LM-ft + R-ft",
-        }
-        .to_string();
+        let generator_label = match &generator_final {
+            None => None,
+            Some((stage, _)) if stage == BuiltinStage::Dpo.name() => Some(if lm_ft.is_some() {
+                "LM-ft + DPO"
+            } else {
+                "DPO"
+            }),
+            Some(_) => Some("LM-ft"),
+        };
+        let label = match (generator_label, r_ft.is_some()) {
+            (None, false) => "base".to_string(),
+            (Some(g), false) => g.to_string(),
+            (None, true) => "R-ft".to_string(),
+            (Some(g), true) => format!("{g} + R-ft"),
+        };
         Ok(Self {
             recipe,
             run,

@@ -5,7 +5,7 @@
 //!   finals, done markers, the latest trained generator and query encoder);
 //! - [`Stage`]: what a stage plugs in (prepare, export, adopt), with one driver ([`drive`])
 //!   for every stage: resume in the right stage, dev metrics, checkpoints, done markers;
-//! - [`Pipeline`]: the recipe's stages for its rounds, with the built-in LM-ft and R-ft
+//! - [`Pipeline`]: the recipe's stages for its rounds, with the built-in LM-ft, R-ft and DPO
 //!   stages, losses a user registers ([`Pipeline::register_loss`]) and stages a user adds
 //!   ([`Pipeline::with_stage`]);
 //! - [`cross_validate`]: k-fold cross-validation of a recipe;
@@ -18,6 +18,7 @@
 
 pub mod check;
 pub mod cv;
+pub mod dpo;
 mod error;
 pub mod evaluate;
 pub mod lm_ft;
@@ -32,6 +33,7 @@ pub mod stage;
 
 pub use check::check_recipe;
 pub use cv::{cross_validate, CvSummary, FoldMetric};
+pub use dpo::DpoStage;
 pub use error::{PipelineError, Result};
 pub use evaluate::{EvalModels, ModelSource};
 pub use lm_ft::{dev_eval_config, LmFtStage};

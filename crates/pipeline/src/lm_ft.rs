@@ -10,12 +10,13 @@ use radit_eval::{EvalConfig, Evaluator, Mode, RunInfo};
 use radit_generator::lora::{apply_lora, parameter_counts};
 use radit_generator::trainer::{BatchSource, LmObjective};
 use radit_models::{Generator, Llama, TokenBatch};
+use radit_retriever::QueryEncoder;
 use radit_train::trainer::{BoxError, TrainConfig};
 
 use crate::error::{invalid, PipelineError, Result};
 use crate::recipe::{LmFtSection, Recipe};
 use crate::run_dir::StageDir;
-use crate::stage::{BuiltinStage, Context, Models, Prepared, Stage};
+use crate::stage::{BuiltinStage, Context, DevMetrics, Models, Prepared, Stage};
 
 /// LM-ft as configured by `[stages.lm_ft]`.
 pub struct LmFtStage {
@@ -67,21 +68,20 @@ impl Stage for LmFtStage {
         let query = if recipe.stages.re_retrieve {
             models.query(ctx)
         } else {
-            radit_retriever::QueryEncoder::base(&ctx.embedder.encoder)
+            QueryEncoder::base(&ctx.embedder.encoder)
         };
-        let retriever = Retriever::new(ctx.store, &query)?;
         let mut report = BuildReport::default();
         let mut instances = Vec::new();
         for (d, examples) in ctx.train.iter().enumerate() {
             let questions: Vec<&str> = examples.iter().map(|e| e.question.as_str()).collect();
-            let hits = retriever.retrieve(&questions, recipe.retriever.top_k, &ctx.search)?;
-            for (i, (example, top)) in examples.iter().zip(&hits).enumerate() {
+            let backgrounds =
+                retrieve_backgrounds(ctx, &query, &questions, recipe.retriever.top_k)?;
+            for (i, (example, chunks)) in examples.iter().zip(&backgrounds).enumerate() {
                 let key = ExampleKey {
                     dataset: d,
                     example: i,
                 };
-                let chunks: Vec<String> = top.iter().map(|h| h.chunk.background_text()).collect();
-                instances.extend(ctx.builder.instances(key, example, &chunks, &mut report)?);
+                instances.extend(ctx.builder.instances(key, example, chunks, &mut report)?);
             }
         }
         tracing::info!("{report}");
@@ -103,10 +103,7 @@ impl Stage for LmFtStage {
             pad_id: ctx.tokenizer.pad_id(),
             pack: data.packing.then_some(data.max_len),
         };
-        let train_device = ctx.device.clone().autodiff();
-        let mut trainable = Generator::load(&models.generator_source, &train_device)
-            .map_err(|e| PipelineError::model(format!("generator {}", models.generator_source), e))?
-            .model;
+        let mut trainable = load_trainable_generator(ctx, models)?;
         if let Some(lora) = &self.section.lora {
             trainable = apply_lora(trainable, lora)?;
             let (trainable_params, total) = parameter_counts(&trainable);
@@ -116,25 +113,11 @@ impl Stage for LmFtStage {
                 lora.targets.join(", ")
             );
         }
-        let dev = (!ctx.dev.is_empty()).then(|| {
-            let config = dev_eval_config(recipe);
-            let metrics = move |model: &Llama| -> std::result::Result<_, BoxError> {
-                let evaluator = Evaluator::new(model, ctx.tokenizer, ctx.builder, config.clone())?
-                    .with_retrieval(ctx.store, query)
-                    .with_search(ctx.search);
-                let report = evaluator.evaluate(ctx.dev, RunInfo::default(), &mut |_, _| {})?;
-                Ok(vec![
-                    ("dev/em".to_string(), report.metrics.em),
-                    ("dev/f1".to_string(), report.metrics.f1),
-                ])
-            };
-            Box::new(metrics) as Box<crate::stage::DevMetrics<'a, Llama>>
-        });
         Ok(Prepared {
             start: models.generator.clone(),
             trainable,
             objective: Box::new(LmObjective::new(source)),
-            dev,
+            dev: generator_dev_metrics(ctx, query),
         })
     }
 
@@ -145,27 +128,93 @@ impl Stage for LmFtStage {
         stage: &StageDir,
         models: &mut Models,
     ) -> Result<()> {
-        let final_dir = stage.final_dir();
-        let trained = Generator {
-            model,
-            tokenizer: ctx.tokenizer.clone(),
-        };
-        trained
-            .export(&final_dir)
-            .map_err(|e| PipelineError::model(format!("exporting {}", final_dir.display()), e))?;
-        models.generator = trained.model;
-        models.generator_source = final_dir.display().to_string();
-        Ok(())
+        export_generator(ctx, model, stage, models)
     }
 
     fn adopt(&self, ctx: &Context<'_>, stage: &StageDir, models: &mut Models) -> Result<()> {
-        let final_dir = stage.final_dir().display().to_string();
-        models.generator = Generator::load(&final_dir, ctx.device)
-            .map_err(|e| PipelineError::model(format!("generator {final_dir}"), e))?
-            .model;
-        models.generator_source = final_dir;
-        Ok(())
+        adopt_generator(ctx, stage, models)
     }
+}
+
+/// The background texts of the top `k` chunks of each question, found by `query` in the index
+/// with the recipe's search mode: the retrieval every generator stage trains with.
+pub(crate) fn retrieve_backgrounds(
+    ctx: &Context<'_>,
+    query: &QueryEncoder<'_>,
+    questions: &[&str],
+    k: usize,
+) -> Result<Vec<Vec<String>>> {
+    let retriever = Retriever::new(ctx.store, query)?;
+    let hits = retriever.retrieve(questions, k, &ctx.search)?;
+    Ok(hits
+        .iter()
+        .map(|top| top.iter().map(|h| h.chunk.background_text()).collect())
+        .collect())
+}
+
+/// A trainable copy (autodiff device) of the current generator, loaded from its source.
+pub(crate) fn load_trainable_generator(ctx: &Context<'_>, models: &Models) -> Result<Llama> {
+    let train_device = ctx.device.clone().autodiff();
+    Ok(Generator::load(&models.generator_source, &train_device)
+        .map_err(|e| PipelineError::model(format!("generator {}", models.generator_source), e))?
+        .model)
+}
+
+/// Dev EM/F1 of a generator answering from the top-1 chunk `query` retrieves (see
+/// [`dev_eval_config`]); `None` without dev data.
+pub(crate) fn generator_dev_metrics<'a>(
+    ctx: &'a Context<'a>,
+    query: QueryEncoder<'a>,
+) -> Option<Box<DevMetrics<'a, Llama>>> {
+    (!ctx.dev.is_empty()).then(|| {
+        let config = dev_eval_config(ctx.recipe);
+        let metrics = move |model: &Llama| -> std::result::Result<_, BoxError> {
+            let evaluator = Evaluator::new(model, ctx.tokenizer, ctx.builder, config.clone())?
+                .with_retrieval(ctx.store, query)
+                .with_search(ctx.search);
+            let report = evaluator.evaluate(ctx.dev, RunInfo::default(), &mut |_, _| {})?;
+            Ok(vec![
+                ("dev/em".to_string(), report.metrics.em),
+                ("dev/f1".to_string(), report.metrics.f1),
+            ])
+        };
+        Box::new(metrics) as Box<DevMetrics<'a, Llama>>
+    })
+}
+
+/// Exports a trained generator as a Hugging Face checkpoint to the stage's `final/` and makes
+/// it the current generator.
+pub(crate) fn export_generator(
+    ctx: &Context<'_>,
+    model: Llama,
+    stage: &StageDir,
+    models: &mut Models,
+) -> Result<()> {
+    let final_dir = stage.final_dir();
+    let trained = Generator {
+        model,
+        tokenizer: ctx.tokenizer.clone(),
+    };
+    trained
+        .export(&final_dir)
+        .map_err(|e| PipelineError::model(format!("exporting {}", final_dir.display()), e))?;
+    models.generator = trained.model;
+    models.generator_source = final_dir.display().to_string();
+    Ok(())
+}
+
+/// Makes the generator in the `final/` of a stage completed earlier current.
+pub(crate) fn adopt_generator(
+    ctx: &Context<'_>,
+    stage: &StageDir,
+    models: &mut Models,
+) -> Result<()> {
+    let final_dir = stage.final_dir().display().to_string();
+    models.generator = Generator::load(&final_dir, ctx.device)
+        .map_err(|e| PipelineError::model(format!("generator {final_dir}"), e))?
+        .model;
+    models.generator_source = final_dir;
+    Ok(())
 }
 
 /// Training instances served by the deterministic sampler, padded or packed.

@@ -10,6 +10,7 @@ use radit_models::{Encoder, Generator};
 use radit_retriever::loss::{LossFactory, LossRegistry};
 use radit_retriever::EncoderEmbedder;
 
+use crate::dpo::DpoStage;
 use crate::error::{invalid, PipelineError, Result};
 use crate::lm_ft::LmFtStage;
 use crate::prompt::prompt_builder;
@@ -188,6 +189,9 @@ impl Pipeline {
                 Arc::new(self.losses.clone()),
             )));
         }
+        if let Some(section) = &stages.dpo {
+            out.push(Box::new(DpoStage::new(section.clone())));
+        }
         out
     }
 
@@ -199,7 +203,9 @@ impl Pipeline {
         builtins: &'s [Box<dyn AnyStage>],
     ) -> Result<Vec<&'s dyn AnyStage>> {
         if order.is_empty() {
-            invalid!("the recipe configures no stage: add [stages.lm_ft] and/or [stages.r_ft]");
+            invalid!(
+                "the recipe configures no stage: add [stages.lm_ft], [stages.r_ft] and/or [stages.dpo]"
+            );
         }
         order
             .iter()
@@ -648,10 +654,10 @@ schedule = {{ kind = "constant" }}
         let missing = Pipeline::new(r_ft_recipe("lsr", r#"["lm_ft", "r_ft"]"#), device.clone());
         let err = missing.validate().unwrap_err().to_string();
         assert!(err.contains("[stages.lm_ft] is missing"), "{err}");
-        let typo = Pipeline::new(r_ft_recipe("lsr", r#"["r_ft", "dpo"]"#), device);
+        let typo = Pipeline::new(r_ft_recipe("lsr", r#"["r_ft", "ppo"]"#), device);
         let err = typo.validate().unwrap_err().to_string();
         assert!(
-            err.contains("unknown stage `dpo`") && err.contains("lm_ft, r_ft"),
+            err.contains("unknown stage `ppo`") && err.contains("lm_ft, r_ft, dpo"),
             "{err}"
         );
     }

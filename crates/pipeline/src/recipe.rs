@@ -113,6 +113,9 @@ impl Recipe {
         {
             feedback.labels = absolute("stages.r_ft.feedback.labels", &feedback.labels);
         }
+        if let Some(dpo) = recipe.stages.dpo.as_mut() {
+            dpo.preferences = absolute("stages.dpo.preferences", &dpo.preferences);
+        }
         recipe.validate()?;
         Ok(recipe)
     }
@@ -164,6 +167,9 @@ impl Recipe {
         }
         if let Some(r_ft) = &self.stages.r_ft {
             r_ft.validate()?;
+        }
+        if let Some(dpo) = &self.stages.dpo {
+            dpo.validate()?;
         }
         Ok(())
     }
@@ -217,6 +223,19 @@ impl RFtSection {
             }
         }
         validate_train("stages.r_ft.train", &self.train)
+    }
+}
+
+impl DpoSection {
+    /// Checks DPO's own settings and its loop's.
+    pub fn validate(&self) -> Result<()> {
+        if !(self.beta > 0.0 && self.beta.is_finite()) {
+            invalid!("stages.dpo.beta must be positive, got {}", self.beta);
+        }
+        if self.batch_size == 0 {
+            invalid!("stages.dpo.batch_size must be at least 1");
+        }
+        validate_train("stages.dpo.train", &self.train)
     }
 }
 
@@ -375,9 +394,10 @@ pub enum PromptKind {
 #[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Stages {
-    /// Stages to run, in order: `lm_ft`, `r_ft` or the name of a stage registered through
-    /// [`crate::Pipeline::with_stage`] (default: every configured built-in stage, LM-ft
-    /// first). R-ft after LM-ft learns from the fine-tuned generator.
+    /// Stages to run, in order: `lm_ft`, `r_ft`, `dpo` or the name of a stage registered
+    /// through [`crate::Pipeline::with_stage`] (default: every configured built-in stage in
+    /// that order). R-ft after LM-ft learns from the fine-tuned generator; DPO continues from
+    /// the current generator and retrieves with the current query encoder.
     #[serde(default)]
     pub order: Vec<String>,
     /// LM-ft: fine-tune the generator on retrieval-augmented instances.
@@ -386,6 +406,9 @@ pub struct Stages {
     /// R-ft: fine-tune the query encoder with LM-supervised retrieval.
     #[serde(default)]
     pub r_ft: Option<RFtSection>,
+    /// DPO: fine-tune the generator on reviewers' preferred and rejected answers.
+    #[serde(default)]
+    pub dpo: Option<DpoSection>,
     /// Repeat `order` this many times; each stage continues from the previous one's weights.
     #[serde(default = "one_round")]
     pub rounds: usize,
@@ -397,7 +420,7 @@ pub struct Stages {
 
 impl Stages {
     /// The stage names to run in each round: `order`, or every configured built-in stage
-    /// (LM-ft first).
+    /// (LM-ft, R-ft, DPO).
     pub fn names(&self) -> Vec<String> {
         if !self.order.is_empty() {
             return self.order.clone();
@@ -414,6 +437,7 @@ impl Stages {
         match stage {
             BuiltinStage::LmFt => self.lm_ft.is_some(),
             BuiltinStage::RFt => self.r_ft.is_some(),
+            BuiltinStage::Dpo => self.dpo.is_some(),
         }
     }
 }
@@ -431,6 +455,32 @@ pub struct LmFtSection {
     pub lora: Option<LoraConfig>,
     /// Optimizer, schedule, checkpointing and evaluation (`[stages.lm_ft.train]`).
     pub train: TrainConfig,
+}
+
+/// `[stages.dpo]`: Direct Preference Optimization of the generator (Rafailov et al. 2023) on
+/// reviewers' preferences, with the RA-DIT prompt LM-ft trains on.
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DpoSection {
+    /// Preference pairs in TRL's DPO format, one `{"prompt", "chosen", "rejected"}` JSON
+    /// object per line, the prompt being the question (relative to the recipe's folder).
+    pub preferences: PathBuf,
+    /// β: the strength of the pull towards the generator the stage starts from; the loss is
+    /// `−log σ(β·[(log π(y_c|x) − log π_ref(y_c|x)) − (log π(y_r|x) − log π_ref(y_r|x))])`.
+    #[serde(default = "default_dpo_beta")]
+    pub beta: f64,
+    /// Preference pairs per micro-batch (each pair is two rows: chosen and rejected).
+    #[serde(default = "default_dpo_batch")]
+    pub batch_size: usize,
+    /// Optimizer, schedule, checkpointing and evaluation (`[stages.dpo.train]`).
+    pub train: TrainConfig,
+}
+
+fn default_dpo_beta() -> f64 {
+    0.1
+}
+fn default_dpo_batch() -> usize {
+    4
 }
 
 /// `[logging]`
@@ -700,5 +750,85 @@ schedule = { kind = "constant" }
         let labels = recipe.stages.r_ft.and_then(|r| r.feedback).unwrap().labels;
         let root = normalize_path(&std::path::absolute(dir.path()).unwrap());
         assert_eq!(labels, root.join("feedback/retrieval.jsonl"));
+    }
+
+    const DPO: &str = "[stages.dpo]\npreferences = \"preferences.jsonl\"\n[stages.dpo.train]\nlr = 1e-6\nmax_steps = 2\nschedule = { kind = \"constant\" }\n";
+
+    #[test]
+    fn dpo_defaults_and_runs_after_the_other_built_in_stages() {
+        let recipe = with(DPO).unwrap();
+        let dpo = recipe.stages.dpo.clone().unwrap();
+        assert_eq!((dpo.beta, dpo.batch_size), (0.1, 4));
+        assert_eq!(dpo.preferences, PathBuf::from("preferences.jsonl"));
+        assert_eq!(recipe.stages.names(), ["lm_ft", "dpo"]);
+        let recipe = with(&format!("{R_FT}{DPO}")).unwrap();
+        assert_eq!(recipe.stages.names(), ["lm_ft", "r_ft", "dpo"]);
+        let mut recipe = with(DPO).unwrap();
+        recipe.stages.order = vec!["dpo".into()];
+        assert_eq!(recipe.stages.names(), ["dpo"]);
+    }
+
+    #[test]
+    fn dpo_settings_name_their_key() {
+        for (setting, key) in [
+            ("beta = 0.0", "stages.dpo.beta"),
+            ("beta = -0.1", "stages.dpo.beta"),
+            ("beta = nan", "stages.dpo.beta"),
+            ("beta = inf", "stages.dpo.beta"),
+            ("batch_size = 0", "stages.dpo.batch_size"),
+        ] {
+            let extra = DPO.replace(
+                "preferences = \"preferences.jsonl\"\n",
+                &format!("preferences = \"preferences.jsonl\"\n{setting}\n"),
+            );
+            let err = with(&extra).unwrap_err().to_string();
+            assert!(err.contains(key), "{setting}: {err}");
+        }
+        let extra = DPO.replace("lr = 1e-6", "lr = -1e-6");
+        let err = with(&extra).unwrap_err().to_string();
+        assert!(err.contains("stages.dpo.train.lr"), "{err}");
+        with(&DPO.replace(
+            "preferences = \"preferences.jsonl\"\n",
+            "preferences = \"preferences.jsonl\"\nbeta = 0.5\nbatch_size = 1\n",
+        ))
+        .unwrap();
+    }
+
+    #[test]
+    fn an_unknown_dpo_key_names_the_nearest() {
+        let extra = DPO.replace(
+            "preferences = \"preferences.jsonl\"\n",
+            "preferences = \"preferences.jsonl\"\nbetta = 0.2\n",
+        );
+        let text = format!("{MINIMAL}{extra}");
+        let err = radit_train::recipe::parse_recipe::<Recipe>(&text, "recipe.toml", &[])
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "unknown key `stages.dpo.betta` in recipe.toml (did you mean `beta`?)"
+        );
+    }
+
+    #[test]
+    fn dpo_preferences_resolve_against_the_recipe_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        let sub = dir.path().join("recipes");
+        std::fs::create_dir_all(&sub).unwrap();
+        let path = sub.join("r.toml");
+        let text = format!(
+            "{MINIMAL}{}",
+            DPO.replace("\"preferences.jsonl\"", "\"../reviews/preferences.jsonl\"")
+        )
+        .replace(
+            "[stages.lm_ft.train]",
+            "[stages]\norder = [\"lm_ft\", \"dpo\"]\n[stages.lm_ft.train]",
+        );
+        std::fs::write(&path, text).unwrap();
+        let recipe = Recipe::load(&path, &[]).unwrap();
+        assert_eq!(recipe.stages.names(), ["lm_ft", "dpo"]);
+        let preferences = recipe.stages.dpo.unwrap().preferences;
+        let root = normalize_path(&std::path::absolute(dir.path()).unwrap());
+        assert_eq!(preferences, root.join("reviews/preferences.jsonl"));
     }
 }

@@ -358,6 +358,14 @@ impl Walker {
             keys,
             same_as,
         });
+        // Built-in stages in run order (stable: other tables keep the schema's order), so
+        // that LM-ft's section is the one that documents the shared train table.
+        nested.sort_by_key(|(path, _)| {
+            crate::stage::BuiltinStage::ALL
+                .iter()
+                .position(|s| *path == format!("stages.{}", s.name()))
+                .unwrap_or(0)
+        });
         for (path, field) in nested {
             let about = description(field);
             self.table(path, field, about.as_deref(), seen, sections);
@@ -671,6 +679,19 @@ mod tests {
                 .filter(|k| lookup(&base, &k.key).is_none())
                 .map(|k| format!("{}=placeholder", k.key))
                 .collect();
+            // A stage the quickstart lacks (`[stages.dpo]`) needs its required keys too.
+            let mut required = required;
+            if section.path.starts_with("stages.dpo") && lookup(&base, "stages.dpo").is_none() {
+                required.extend(
+                    [
+                        "stages.dpo.preferences=placeholder",
+                        "stages.dpo.train.lr=1e-6",
+                        "stages.dpo.train.max_steps=1",
+                        "stages.dpo.train.schedule.kind=\"constant\"",
+                    ]
+                    .map(String::from),
+                );
+            }
             for key in &section.keys {
                 let Some(default) = key.default.as_deref().filter(|d| *d != "none") else {
                     continue;
@@ -743,5 +764,17 @@ mod tests {
             .find(|s| s.path == "stages.r_ft.train")
             .expect("r_ft.train section");
         assert_eq!(r_ft_train.same_as.as_deref(), Some("stages.lm_ft.train"));
+        let dpo_train = sections
+            .iter()
+            .find(|s| s.path == "stages.dpo.train")
+            .expect("dpo.train section");
+        assert_eq!(dpo_train.same_as.as_deref(), Some("stages.lm_ft.train"));
+        for key in [
+            "stages.dpo.preferences",
+            "stages.dpo.beta",
+            "stages.dpo.batch_size",
+        ] {
+            assert!(keys.contains(&key), "{key} missing from {keys:?}");
+        }
     }
 }

@@ -140,12 +140,25 @@ impl RunDir {
     /// The `final/` weights of the last completed stage called `name` (in run order), e.g.
     /// the latest trained generator (`lm_ft`) or query encoder (`r_ft`) of a multi-round run.
     pub fn latest_final(&self, order: &[String], rounds: usize, name: &str) -> Option<PathBuf> {
+        self.latest_final_of(order, rounds, &[name])
+            .map(|(_, dir)| dir)
+    }
+
+    /// The `final/` weights of the last completed stage (in run order) called any of
+    /// `names`, with that stage's name: the latest generator when both `lm_ft` and `dpo`
+    /// train it.
+    pub fn latest_final_of(
+        &self,
+        order: &[String],
+        rounds: usize,
+        names: &[&str],
+    ) -> Option<(String, PathBuf)> {
         self.stages(order, rounds)
             .into_iter()
             .rev()
-            .filter(|s| s.name == name)
+            .filter(|s| names.contains(&s.name.as_str()))
             .find(StageDir::is_done)
-            .map(|s| s.final_dir())
+            .map(|s| (s.name.clone(), s.final_dir()))
     }
 
     /// TensorBoard run folder of `stage`.

@@ -33,17 +33,21 @@ pub enum BuiltinStage {
     LmFt,
     /// R-ft: the query encoder learns which chunks help the generator (`[stages.r_ft]`).
     RFt,
+    /// DPO: the generator learns reviewers' preferred answers over rejected ones
+    /// (`[stages.dpo]`).
+    Dpo,
 }
 
 impl BuiltinStage {
     /// Every built-in stage, in the default order.
-    pub const ALL: [BuiltinStage; 2] = [BuiltinStage::LmFt, BuiltinStage::RFt];
+    pub const ALL: [BuiltinStage; 3] = [BuiltinStage::LmFt, BuiltinStage::RFt, BuiltinStage::Dpo];
 
     /// The name in `stages.order`, the recipe section and the run directory.
     pub fn name(self) -> &'static str {
         match self {
             BuiltinStage::LmFt => "lm_ft",
             BuiltinStage::RFt => "r_ft",
+            BuiltinStage::Dpo => "dpo",
         }
     }
 
@@ -148,7 +152,7 @@ pub struct Prepared<'a, M> {
     pub dev: Option<Box<DevMetrics<'a, M>>>,
 }
 
-/// One RA-DIT stage (LM-ft, R-ft, or one a user adds), run by [`drive`].
+/// One RA-DIT stage (LM-ft, R-ft, DPO, or one a user adds), run by [`drive`].
 pub trait Stage {
     /// The module the stage trains.
     type Model: Module;
