@@ -2613,8 +2613,11 @@ fn review_in_a_browser_persists_judgments_through_sigkill_and_they_train_both_st
             &format!("index = \"{}\"", dir.path().join("r2/index").display()),
             &format!("index = \"{}\"", dir.path().join("index").display()),
         ) + &format!(
-            "[stages.r_ft.feedback]\nlabels = \"{}\"\nweight = 1.0\n",
-            export.join("retrieval.jsonl").display()
+            "[stages.r_ft.feedback]\nlabels = \"{}\"\nweight = 1.0\n\
+             [stages.dpo]\npreferences = \"{}\"\nbatch_size = 1\n\
+             [stages.dpo.train]\nlr = 1e-6\nmax_steps = 2\nschedule = {{ kind = \"constant\" }}\n",
+            export.join("retrieval.jsonl").display(),
+            export.join("preferences.jsonl").display()
         );
     assert!(
         text.contains("lm_ft.jsonl") && text.contains(corpus.to_str().unwrap()),
@@ -2633,6 +2636,8 @@ fn review_in_a_browser_persists_judgments_through_sigkill_and_they_train_both_st
     );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
+    // DPO trained on the correction pairs, after LM-ft and R-ft.
+    assert!(stderr.contains("dpo: wrote"), "{stderr}");
     // Both reviewed questions are R-ft queries now (from lm_ft.jsonl), each with 2 labels.
     assert!(
         stderr.contains("human judgments: 4 applied to 2 queries, 0 stale"),
@@ -2662,7 +2667,7 @@ fn review_in_a_browser_persists_judgments_through_sigkill_and_they_train_both_st
     assert!(
         sides.len() == 2
             && sides[0].starts_with("A: LM-ft")
-            && sides[1].starts_with("B: LM-ft + R-ft"),
+            && sides[1].starts_with("B: LM-ft + DPO + R-ft"),
         "{sides:?}"
     );
     browser.click("button.prefer[data-choice=b]");

@@ -82,6 +82,12 @@ pub(crate) static TARGETS: &[Target] = &[
         run: labels_run,
     },
     Target {
+        name: "feedback-preferences",
+        about: "preferences.jsonl (TRL's DPO format) of radit feedback export: the dpo stage's load_preferences",
+        seeds: preferences_seeds,
+        run: preferences_run,
+    },
+    Target {
         name: "feedback-db",
         about: "a radit review SQLite database: FeedbackDb::open, judgments, preferences, stats, export",
         seeds: feedback_db_seeds,
@@ -591,6 +597,25 @@ fn labels_run(dir: &Path, file: &str, bytes: &[u8]) -> Result<(), String> {
     let path = dir.join(file);
     write(&path, bytes)?;
     radit_retriever::feedback::read_label_lines(&path).map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+fn preferences_seeds(_: &Path) -> Result<Vec<Seed>, String> {
+    Ok(vec![text_seed(
+        "preferences.jsonl",
+        concat!(
+            r#"{"prompt": "Who opened Quorble Cafe?", "chosen": "Ada Lint", "rejected": "John"}"#,
+            "\n\n",
+            r#"{"prompt": "In what year was the Bristeth pump invented?", "chosen": "1893", "rejected": "1900", "extra": [1]}"#,
+            "\n",
+        ),
+    )])
+}
+
+fn preferences_run(dir: &Path, file: &str, bytes: &[u8]) -> Result<(), String> {
+    let path = dir.join(file);
+    write(&path, bytes)?;
+    radit_pipeline::dpo::load_preferences(&path).map_err(|e| e.to_string())?;
     Ok(())
 }
 

@@ -105,3 +105,8 @@ fn feedback_labels() {
 fn feedback_db() {
     short_run("feedback-db");
 }
+
+#[test]
+fn feedback_preferences() {
+    short_run("feedback-preferences");
+}
