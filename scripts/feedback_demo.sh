@@ -31,15 +31,19 @@ RADIT_DEMO_DB="$out/judgments.sqlite" RADIT_REVIEW_SCREENSHOT="$out/review.png" 
 $radit feedback stats --db "$out/judgments.sqlite"
 $radit feedback export --db "$out/judgments.sqlite" --out "$out/feedback" --overwrite
 
-# Round 2: LM-ft continues from round 1's generator on the training data plus the reviewed
-# answers (helpful chunks as background); R-ft learns with the human labels blended into
-# the LSR target (λ = 0.5). Same index.
-$radit train recipes/quickstart.toml --output-dir "$out/round2" --resume auto \
+# Round 2: LM-ft continues from round 1's generator, one epoch at a lower learning rate over
+# the reviewed answers (helpful chunks as background) mixed 1:1 with training questions
+# (data.cap = 30 per dataset and epoch: a replay that keeps what round 1 learned); R-ft learns
+# with the human labels blended into the LSR target (λ = 0.5). Same index.
+rm -rf "$out/round2"
+$radit train recipes/quickstart.toml --output-dir "$out/round2" \
   --set generator.model="$out/round1/lm_ft/final" \
   --set docstore.index="$out/round1/index" \
   --set "data.train=[\"$PWD/datasets/synthetic/train.jsonl\", \"$out/feedback/lm_ft.jsonl\"]" \
-  --set stages.lm_ft.train.max_steps=16 \
-  --set stages.lm_ft.train.schedule.total_steps=16 \
+  --set data.cap=30 \
+  --set stages.lm_ft.train.lr=3e-5 \
+  --set stages.lm_ft.train.max_steps=45 \
+  --set 'stages.lm_ft.train.schedule={ kind = "constant", warmup_steps = 3 }' \
   --set stages.r_ft.feedback.labels="$out/feedback/retrieval.jsonl" \
   --set stages.r_ft.feedback.weight=0.5
 

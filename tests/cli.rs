@@ -2229,6 +2229,18 @@ fn the_sbatch_script_shards_by_the_array_variables_set_by_hand() {
 #[path = "support/webdriver.rs"]
 mod webdriver;
 
+/// `radit ARGS`, which must succeed (its stderr is the failure message).
+fn radit_ok(args: &[&str]) -> Output {
+    let out = radit(args, &[]);
+    assert!(
+        out.status.success(),
+        "radit {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
 /// A running `radit review`, SIGKILLed on drop.
 struct ReviewServer {
     child: std::process::Child,
@@ -2390,20 +2402,12 @@ fn review_in_a_browser_persists_judgments_through_sigkill_and_they_train_both_st
     );
     std::fs::write(&recipe, &recipe_text).unwrap();
     let run = dir.path().join("run");
-    let out = radit(
-        &[
-            "train",
-            recipe.to_str().unwrap(),
-            "--output-dir",
-            run.to_str().unwrap(),
-        ],
-        &[],
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    radit_ok(&[
+        "train",
+        recipe.to_str().unwrap(),
+        "--output-dir",
+        run.to_str().unwrap(),
+    ]);
     let trained = started.elapsed().as_secs_f64();
 
     let dev: Vec<serde_json::Value> = std::fs::read_to_string(concat!(
@@ -2524,15 +2528,7 @@ fn review_in_a_browser_persists_judgments_through_sigkill_and_they_train_both_st
     drop(browser);
     drop(server);
 
-    let out = radit(
-        &["feedback", "stats", "--db", db.to_str().unwrap(), "--json"],
-        &[],
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = radit_ok(&["feedback", "stats", "--db", db.to_str().unwrap(), "--json"]);
     let stats: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(stats["judgments"], 2, "{stats}");
     assert_eq!(
@@ -2544,22 +2540,14 @@ fn review_in_a_browser_persists_judgments_through_sigkill_and_they_train_both_st
 
     // The export loads as training data: LM-ft on the corrections, R-ft on the labels.
     let export = dir.path().join("export");
-    let out = radit(
-        &[
-            "feedback",
-            "export",
-            "--db",
-            db.to_str().unwrap(),
-            "--out",
-            export.to_str().unwrap(),
-        ],
-        &[],
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    radit_ok(&[
+        "feedback",
+        "export",
+        "--db",
+        db.to_str().unwrap(),
+        "--out",
+        export.to_str().unwrap(),
+    ]);
     let lm_ft = std::fs::read_to_string(export.join("lm_ft.jsonl")).unwrap();
     let quorble: serde_json::Value = lm_ft
         .lines()

@@ -369,6 +369,17 @@ impl FeedbackDb {
         Ok(())
     }
 
+    /// Every row of `sql` as a tuple of its columns.
+    fn rows<T>(&self, sql: &str, params: impl rusqlite::Params) -> Result<Vec<T>>
+    where
+        T: for<'r> TryFrom<&'r rusqlite::Row<'r>, Error = rusqlite::Error>,
+    {
+        let mut stmt = self.conn.prepare_cached(sql).map_err(|e| self.db_err(e))?;
+        stmt.query_map(params, |r| T::try_from(r))
+            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<T>>>())
+            .map_err(|e| self.db_err(e))
+    }
+
     /// Records an answer as shown; returns its id.
     pub fn record_answer(&mut self, shown: &ShownAnswer) -> Result<i64> {
         let path = self.path.clone();
@@ -590,49 +601,28 @@ impl FeedbackDb {
     /// Judgments, newest first: all of them (`limit` none) or the last `limit`.
     pub fn judgments(&self, limit: Option<usize>) -> Result<Vec<JudgmentView>> {
         let limit = limit.map_or(-1, |l| l as i64);
-        let rows: Vec<(
+        type JudgmentRow = (
             i64,
             i64,
             i64,
             Option<String>,
             Option<String>,
             Option<String>,
-        )> = {
-            let mut stmt = self
-                .conn
-                .prepare(
-                    "SELECT id, answer_id, created_ms, reviewer, verdict, correction \
-                     FROM judgments ORDER BY id DESC LIMIT ?1",
-                )
-                .map_err(|e| self.db_err(e))?;
-            stmt.query_map([limit], |r| {
-                Ok((
-                    r.get(0)?,
-                    r.get(1)?,
-                    r.get(2)?,
-                    r.get(3)?,
-                    r.get(4)?,
-                    r.get(5)?,
-                ))
-            })
-            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
-            .map_err(|e| self.db_err(e))?
-        };
+        );
+        let rows: Vec<JudgmentRow> = self.rows(
+            "SELECT id, answer_id, created_ms, reviewer, verdict, correction \
+             FROM judgments ORDER BY id DESC LIMIT ?1",
+            [limit],
+        )?;
         let mut out = Vec::with_capacity(rows.len());
         for (id, answer_id, created_ms, reviewer, verdict, correction) in rows {
             let answer = self
                 .answer(answer_id)?
                 .ok_or(FeedbackError::UnknownAnswer(answer_id))?;
-            let mut stmt = self
-                .conn
-                .prepare_cached(
-                    "SELECT rank, label FROM chunk_labels WHERE judgment_id = ?1 ORDER BY rank",
-                )
-                .map_err(|e| self.db_err(e))?;
-            let labels = stmt
-                .query_map([id], |r| Ok((r.get::<_, u32>(0)?, r.get::<_, String>(1)?)))
-                .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
-                .map_err(|e| self.db_err(e))?;
+            let labels: Vec<(u32, String)> = self.rows(
+                "SELECT rank, label FROM chunk_labels WHERE judgment_id = ?1 ORDER BY rank",
+                [id],
+            )?;
             let chunks = labels
                 .into_iter()
                 .filter_map(|(rank, l)| ChunkLabel::parse(&l).map(|l| (rank, l)))
@@ -655,27 +645,12 @@ impl FeedbackDb {
 
     /// Every preference, oldest first.
     pub fn preferences(&self) -> Result<Vec<PreferenceView>> {
-        let rows: Vec<(i64, i64, Option<String>, i64, i64, String)> = {
-            let mut stmt = self
-                .conn
-                .prepare(
-                    "SELECT id, created_ms, reviewer, answer_a, answer_b, choice \
-                     FROM preferences ORDER BY id",
-                )
-                .map_err(|e| self.db_err(e))?;
-            stmt.query_map([], |r| {
-                Ok((
-                    r.get(0)?,
-                    r.get(1)?,
-                    r.get(2)?,
-                    r.get(3)?,
-                    r.get(4)?,
-                    r.get(5)?,
-                ))
-            })
-            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
-            .map_err(|e| self.db_err(e))?
-        };
+        type PreferenceRow = (i64, i64, Option<String>, i64, i64, String);
+        let rows: Vec<PreferenceRow> = self.rows(
+            "SELECT id, created_ms, reviewer, answer_a, answer_b, choice \
+             FROM preferences ORDER BY id",
+            [],
+        )?;
         let mut out = Vec::with_capacity(rows.len());
         for (id, created_ms, reviewer, a, b, choice) in rows {
             let (Some(av), Some(bv), Some(choice)) =
