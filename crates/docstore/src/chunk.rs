@@ -150,6 +150,11 @@ pub fn chunk_document(doc: &Document, params: &ChunkParams) -> Vec<ChunkRecord> 
     out
 }
 
+/// xxh3-64 of `text` as 16 lowercase hex digits (see [`ChunkRecord::text_hash`]).
+pub fn text_hash(text: &str) -> String {
+    format!("{:016x}", xxhash_rust::xxh3::xxh3_64(text.as_bytes()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -175,9 +180,4 @@ mod tests {
         .validate()
         .is_err());
     }
-}
-
-/// xxh3-64 of `text` as 16 lowercase hex digits (see [`ChunkRecord::text_hash`]).
-pub fn text_hash(text: &str) -> String {
-    format!("{:016x}", xxhash_rust::xxh3::xxh3_64(text.as_bytes()))
 }
