@@ -68,13 +68,4 @@ pub enum FeedbackError {
 /// `Result` with [`FeedbackError`].
 pub type Result<T, E = FeedbackError> = std::result::Result<T, E>;
 
-/// The key under which answers to the same question are grouped: trimmed, whitespace runs
-/// collapsed to one space, lowercase (so "Who founded  X?" and "who founded x?" are one
-/// question, as a reviewer would count them).
-pub fn question_key(question: &str) -> String {
-    question
-        .split_whitespace()
-        .collect::<Vec<_>>()
-        .join(" ")
-        .to_lowercase()
-}
+pub use radit_util::question_key;

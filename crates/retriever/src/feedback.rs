@@ -71,16 +71,6 @@ pub fn parse_label_lines(text: &str, path: &Path) -> Result<Vec<LabelLine>, Retr
     Ok(out)
 }
 
-/// The key questions are matched by: trimmed, inner whitespace collapsed to one space,
-/// lowercased, so a reviewer's copy of a question finds the training example it came from.
-pub fn normalize_question(question: &str) -> String {
-    question
-        .split_whitespace()
-        .collect::<Vec<_>>()
-        .join(" ")
-        .to_lowercase()
-}
-
 /// Judgments that apply to the current store, by normalized question and chunk id.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct HumanLabels {
@@ -138,7 +128,7 @@ impl HumanLabels {
                 out.other_index += usize::from(current != recorded);
             }
             out.labels
-                .entry(normalize_question(&line.question))
+                .entry(radit_util::question_key(&line.question))
                 .or_default()
                 .insert(line.chunk_id, line.label == 1);
         }
@@ -149,7 +139,7 @@ impl HumanLabels {
     /// or not judged); `None` when no candidate was judged at all. The second value is how
     /// many candidates were judged.
     pub fn for_candidates(&self, question: &str, ids: &[u32]) -> Option<(Vec<f32>, usize)> {
-        let judged = self.labels.get(&normalize_question(question))?;
+        let judged = self.labels.get(&radit_util::question_key(question))?;
         let mut count = 0;
         let row = ids
             .iter()

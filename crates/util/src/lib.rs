@@ -11,6 +11,8 @@
 //!   core of the mutation tests and of `radit-fuzz`.
 //! - [`shard`]: which part of a job task `I` of `N` owns (`--shard I/N` or a SLURM array
 //!   task), the one split every sharded command uses.
+//! - [`question_key`]: when two reviewed questions are the same question, for the review
+//!   app's export and for R-ft's human labels alike.
 //!
 //! Only std and thiserror: the crates without burn (radit-data, radit-docstore) depend on it.
 
@@ -20,3 +22,14 @@ pub mod fs;
 pub mod mutate;
 pub mod rng;
 pub mod shard;
+
+/// The key under which judgments of the same question are grouped: whitespace runs
+/// collapsed to one space, trimmed, lowercase (so "Who founded  X?" and "who founded x?" are
+/// one question, as a reviewer would count them).
+pub fn question_key(question: &str) -> String {
+    question
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .to_lowercase()
+}
