@@ -2325,13 +2325,9 @@ fn judge_from_gold(browser: &webdriver::Browser, gold: &[String]) -> bool {
             .collect::<Vec<_>>()
             .join(" ")
     };
-    let texts = browser.eval(
-        "return [...document.querySelectorAll('#answers .answer[data-side=a] tr.chunk td.text')]\
-         .map(td => td.textContent)",
-        vec![],
-    );
-    for (rank, text) in texts.as_array().unwrap().iter().enumerate() {
-        let text = norm(text.as_str().unwrap());
+    let texts = texts_in_page(browser, "#answers .answer[data-side=a] tr.chunk td.text");
+    for (rank, text) in texts.iter().enumerate() {
+        let text = norm(text);
         let helpful = gold.iter().any(|g| text.contains(&norm(g)));
         let button = if helpful { "helpful" } else { "not-helpful" };
         browser.click(&format!(
@@ -2354,6 +2350,22 @@ fn judge_from_gold(browser: &webdriver::Browser, gold: &[String]) -> bool {
          return s && s.textContent.startsWith('saved (judgment #') && s.textContent",
     );
     right
+}
+
+/// Types `question` into the page, asks it and waits for the answer.
+fn ask_in_page(browser: &webdriver::Browser, question: &str) {
+    browser.type_into("#question", question);
+    browser.click("#ask");
+    wait_answered(browser);
+}
+
+/// The `textContent` of every element matching `css`.
+fn texts_in_page(browser: &webdriver::Browser, css: &str) -> Vec<String> {
+    let script = format!(
+        "return [...document.querySelectorAll({})].map(e => e.textContent)",
+        serde_json::json!(css)
+    );
+    serde_json::from_value(browser.eval(&script, vec![])).unwrap()
 }
 
 /// Waits until the page shows an answer for the question in the box.
@@ -2457,14 +2469,8 @@ fn review_in_a_browser_persists_judgments_through_sigkill_and_they_train_both_st
     wait_answered(&browser);
 
     // A typed question whose best chunk carries markup: shown as text, never run.
-    browser.type_into("#question", "Who opened Quorble Cafe?");
-    browser.click("#ask");
-    wait_answered(&browser);
-    let texts = browser.eval(
-        "return [...document.querySelectorAll('#answers tr.chunk td.text')].map(td => td.textContent)",
-        vec![],
-    );
-    let texts: Vec<String> = serde_json::from_value(texts).unwrap();
+    ask_in_page(&browser, "Who opened Quorble Cafe?");
+    let texts = texts_in_page(&browser, "#answers tr.chunk td.text");
     let hostile = texts
         .iter()
         .position(|t| t.contains("<script>window.__pwned=2</script>"))
@@ -2644,14 +2650,8 @@ fn review_in_a_browser_persists_judgments_through_sigkill_and_they_train_both_st
     ]);
     let browser = webdriver::Browser::start(&chromium, &driver);
     browser.goto(&server.url);
-    browser.type_into("#question", "Who opened Quorble Cafe?");
-    browser.click("#ask");
-    wait_answered(&browser);
-    let sides = browser.eval(
-        "return [...document.querySelectorAll('#answers .answer h2.side')].map(h => h.textContent)",
-        vec![],
-    );
-    let sides: Vec<String> = serde_json::from_value(sides).unwrap();
+    ask_in_page(&browser, "Who opened Quorble Cafe?");
+    let sides = texts_in_page(&browser, "#answers .answer h2.side");
     assert!(
         sides.len() == 2
             && sides[0].starts_with("A: LM-ft")
