@@ -670,6 +670,16 @@ impl FeedbackDb {
         Ok(out)
     }
 
+    /// The question of every judgment, as typed (one entry per judgment): what a queue needs
+    /// to say how often a question was judged, without reading answers and chunks.
+    pub fn judged_questions(&self) -> Result<Vec<String>> {
+        let rows: Vec<(String,)> = self.rows(
+            "SELECT a.question FROM judgments j JOIN answers a ON a.id = j.answer_id",
+            [],
+        )?;
+        Ok(rows.into_iter().map(|(q,)| q).collect())
+    }
+
     /// Counts of rows: answers shown, judgments, preferences.
     pub fn counts(&self) -> Result<(usize, usize, usize)> {
         let count = |table: &str| -> Result<usize> {

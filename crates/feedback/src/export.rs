@@ -58,10 +58,10 @@ impl std::fmt::Display for ExportReport {
 }
 
 /// The latest judgment of each answer, newest first.
-pub(crate) fn latest_per_answer(judgments: Vec<JudgmentView>) -> Vec<JudgmentView> {
+pub(crate) fn latest_per_answer(judgments: &[JudgmentView]) -> Vec<&JudgmentView> {
     let mut seen = HashSet::new();
     judgments
-        .into_iter()
+        .iter()
         .filter(|j| seen.insert(j.answer.id))
         .collect()
 }
@@ -110,7 +110,7 @@ pub fn export(db: &FeedbackDb, out: &Path, overwrite: bool) -> Result<ExportRepo
         judgments: all.len(),
         ..ExportReport::default()
     };
-    let latest = latest_per_answer(all.clone());
+    let latest = latest_per_answer(&all);
 
     // lm_ft.jsonl: the latest approving judgment of each question, oldest question first.
     let mut questions = HashSet::new();

@@ -100,7 +100,7 @@ pub fn stats(db: &FeedbackDb) -> Result<Stats> {
         reviewers: reviewers.len(),
         ..Stats::default()
     };
-    for j in latest_per_answer(all.clone()) {
+    for j in latest_per_answer(&all) {
         s.judged_answers += 1;
         match j.judgment.verdict {
             Some(Verdict::Right) => s.right += 1,

@@ -384,13 +384,11 @@ async fn queue_item(
         )
     })?;
     let key = question_key(&item.question);
-    let judged = {
-        let db = lock(&app)?;
-        db.judgments(None)?
-            .iter()
-            .filter(|j| question_key(&j.answer.shown.question) == key)
-            .count()
-    };
+    let judged = lock(&app)?
+        .judged_questions()?
+        .iter()
+        .filter(|q| question_key(q) == key)
+        .count();
     Ok(Json(json!({
         "index": index,
         "total": total,
