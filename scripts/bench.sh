@@ -20,7 +20,7 @@ case "$workload" in
   generate) peer_script=scripts/bench_generate_peer.py; peer_breakdown=0 ;;
   *) echo "unknown workload '$workload'; $usage" >&2; exit 2 ;;
 esac
-RADIT=${RADIT:-target/release/radit}
+RADIT=${RADIT:-${CARGO_TARGET_DIR:-target}/release/radit}
 PEER_PY=${PEER_PY:-/tmp/refenv/bin/python}
 THREADS=${THREADS:-2}
 [ -x "$RADIT" ] || { echo "build first: CARGO_INCREMENTAL=0 cargo build --release -p radit" >&2; exit 1; }

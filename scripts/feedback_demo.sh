@@ -12,7 +12,7 @@ out=$(realpath -m "${1:-runs/feedback-demo}")
 mkdir -p "$out"
 export CARGO_INCREMENTAL=0
 cargo build --release --bin radit
-radit=target/release/radit
+radit=${CARGO_TARGET_DIR:-target}/release/radit
 
 # Round 1: the quickstart run (reused when it is complete).
 if [ ! -f "$out/round1/r_ft/final/config.json" ]; then

@@ -12,7 +12,8 @@ N_EVAL=${N_EVAL:-60}
 K=${K:-3}
 ./scripts/fetch-assets.sh
 cargo build --release -p radit
-RADIT=target/release/radit
+# Where cargo put it: CARGO_TARGET_DIR (as .ci/run sets) or ./target.
+RADIT=${CARGO_TARGET_DIR:-target}/release/radit
 "$RADIT" train recipes/quickstart.toml --output-dir "$OUT" --resume auto
 for which in base fine-tuned; do
   flag=$([ "$which" = base ] && echo --base || true)

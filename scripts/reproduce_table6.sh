@@ -13,7 +13,7 @@
 # Every step resumes: rerunning after an interruption continues where it stopped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-RADIT=${RADIT:-target/release/radit}
+RADIT=${RADIT:-${CARGO_TARGET_DIR:-target}/release/radit}
 ASSETS=${RADIT_ASSETS:-$HOME/.cache/radit/assets}
 OUT=${OUT:-runs/table6}
 INDEX=${INDEX:-$OUT/wiki-index}
