@@ -19,16 +19,22 @@ use burn::optim::{AdamWConfig, GradientsParams};
 use burn::tensor::{Device, Tensor, TensorData};
 use clap::{Args, Subcommand};
 use radit_generator::trainer::{BatchSource, LmObjective};
-use radit_generator::{answer_nll, target_log_likelihood, GeneratorError, LmTargets};
+use radit_data::{BuildOutcome, Example, ExampleKey, InstanceBuilder, InstanceConfig, Tokenize};
+use radit_generator::{
+    answer_nll, target_log_likelihood, GeneratorError, LmScorer, LmTargets, ScoreRequest,
+};
 use radit_models::generate::SplitMix64;
 use radit_models::layers::to_host;
 use radit_models::{
     generate, random_bert, random_llama, Bert, BertConfig, GenerationConfig, KvCache, Llama,
     LlamaConfig, ModelError, PaddingSide, Pooling, TokenBatch,
 };
+use radit_retriever::candidate_logits;
 use radit_retriever::loss::{LossBatch, LossError, LossParams, LossRegistry, RetrieverLoss};
 use radit_train::metrics::{MetricError, MetricLogger, MetricSink};
-use radit_train::trainer::{train, BoxError, Objective, RunContext, TrainConfig, TrainError};
+use radit_train::trainer::{
+    train, BoxError, MicroBatchLoss, Objective, RunContext, TrainConfig, TrainError,
+};
 use serde_json::{json, Value};
 
 /// Errors of a benchmark run.
@@ -618,17 +624,35 @@ impl MetricSink for StepSink {
     }
 }
 
+/// The AdamW settings of a benchmark's trainer, as its PyTorch peer sets them.
+struct Optimizer {
+    lr: f64,
+    weight_decay: f64,
+    /// `None`: burn's default (1e-5).
+    epsilon: Option<f64>,
+}
+
+impl Optimizer {
+    /// The same AdamW for a probe loop (`--breakdown`).
+    fn config(&self) -> AdamWConfig {
+        let c = AdamWConfig::new().with_weight_decay(self.weight_decay as f32);
+        match self.epsilon {
+            Some(e) => c.with_epsilon(e as f32),
+            None => c,
+        }
+    }
+}
+
 /// Times `warmup + steps` steps of the real training loop (`radit_train::trainer::train`, as
 /// `radit train` runs it: the objective, gradient accumulation, global-norm clipping, the
-/// divergence guard, AdamW with weight decay `weight_decay` at a constant `lr`), in a scratch
+/// divergence guard, AdamW as `optimizer` says at a constant learning rate), in a scratch
 /// run directory that holds its one final checkpoint (written after the last step, outside
 /// the timings) and is removed afterwards.
 #[allow(clippy::too_many_arguments)]
 fn trainer_steps<M: Module>(
     model: M,
     objective: &mut dyn Objective<M>,
-    lr: f64,
-    weight_decay: f64,
+    optimizer: &Optimizer,
     s: &StepArgs,
     quiet: bool,
     unit: &'static str,
@@ -637,12 +661,16 @@ fn trainer_steps<M: Module>(
     if s.steps == 0 {
         return Err(invalid("--steps must be at least 1"));
     }
-    let config: TrainConfig = serde_json::from_value(json!({
-        "lr": lr,
-        "weight_decay": weight_decay,
+    let mut config = json!({
+        "lr": optimizer.lr,
+        "weight_decay": optimizer.weight_decay,
         "max_steps": s.warmup + s.steps,
         "schedule": { "kind": "constant" },
-    }))
+    });
+    if let Some(epsilon) = optimizer.epsilon {
+        config["optimizer"] = json!({ "kind": "adamw", "epsilon": epsilon });
+    }
+    let config: TrainConfig = serde_json::from_value(config)
     .map_err(|e| BenchError::Train(format!("the step configuration: {e}")))?;
     let steps = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let mut logger = MetricLogger::new();
@@ -805,11 +833,15 @@ fn lm_ft(s: &LmFtSpec, device: &Device) -> Result<()> {
         answer_mask,
     });
     // The peer's AdamW: lr 1e-4, PyTorch's default weight decay 0.01.
+    let optimizer = Optimizer {
+        lr: 1e-4,
+        weight_decay: 0.01,
+        epsilon: None,
+    };
     let mut run = trainer_steps(
         model.clone(),
         &mut objective,
-        1e-4,
-        0.01,
+        &optimizer,
         &s.run,
         s.common.json,
         "tokens",
@@ -820,8 +852,8 @@ fn lm_ft(s: &LmFtSpec, device: &Device) -> Result<()> {
         // and optimizer (the step totals above are the trainer's).
         let probe = train_steps(
             model,
-            AdamWConfig::new().with_weight_decay(0.01),
-            1e-4,
+            optimizer.config(),
+            optimizer.lr,
             &s.run,
             s.common.json,
             "tokens",
@@ -891,14 +923,7 @@ impl RftInputs {
         tau_r: f64,
     ) -> Result<Tensor<1>> {
         let q = model.embed(batch, Pooling::Mean, true)?;
-        let [n, h] = q.dims();
-        let [_, d, _] = self.docs.dims();
-        let scores = q
-            .reshape([n, 1, h])
-            .mul(self.docs.clone())
-            .sum_dim(2)
-            .reshape([n, d])
-            .div_scalar(tau_r);
+        let scores = candidate_logits(q, self.docs.clone(), tau_r);
         Ok(loss.loss(&LossBatch {
             retriever_logits: scores,
             lm_logprob: self.target_logits.clone(),
@@ -908,6 +933,33 @@ impl RftInputs {
             human: None,
             human_weight: 0.0,
         })?)
+    }
+}
+
+/// W2's data: the same queries and frozen documents every step, as the peer trains on; the
+/// loss is R-ft's (query embedding, [`candidate_logits`], the registry's `lsr`).
+struct FixedQueries<'a> {
+    inputs: &'a RftInputs,
+    batch: &'a TokenBatch,
+    loss: &'a dyn RetrieverLoss,
+    tau_r: f64,
+}
+
+impl Objective<Bert> for FixedQueries<'_> {
+    fn next_loss(&mut self, model: &Bert, _step: u64) -> Result<MicroBatchLoss, BoxError> {
+        Ok(MicroBatchLoss {
+            loss: self.inputs.loss(model, self.batch, self.loss, self.tau_r)?,
+            items: self.batch.batch_size as u64,
+        })
+    }
+    fn state(&self) -> Result<Vec<u8>, BoxError> {
+        Ok(Vec::new())
+    }
+    fn restore(&mut self, _state: &[u8]) -> Result<(), BoxError> {
+        Ok(())
+    }
+    fn unit(&self) -> &'static str {
+        "queries"
     }
 }
 
@@ -964,29 +1016,48 @@ fn r_ft(s: &RFtSpec, device: &Device) -> Result<()> {
     let loss = LossRegistry::builtin().build("lsr", &params)?;
     let inputs = RftInputs::new(&docs, &target, s, &train_device);
 
-    let mut run = train_steps(
-        model,
-        // PyTorch's AdamW epsilon, as in the peer.
-        AdamWConfig::new()
-            .with_weight_decay(s.weight_decay)
-            .with_epsilon(1e-8),
-        s.lr,
+    // PyTorch's AdamW epsilon, as in the peer.
+    let optimizer = Optimizer {
+        lr: s.lr,
+        weight_decay: f64::from(s.weight_decay),
+        epsilon: Some(1e-8),
+    };
+    let mut objective = FixedQueries {
+        inputs: &inputs,
+        batch: &batch,
+        loss: loss.as_ref(),
+        tau_r: s.tau_r,
+    };
+    let mut run = trainer_steps(
+        model.clone(),
+        &mut objective,
+        &optimizer,
         &s.run,
         s.common.json,
         "queries",
         s.queries as f64,
-        |m: &Bert| inputs.loss(m, &batch, loss.as_ref(), s.tau_r),
-        |m: &Bert| {
-            let _ = m
-                .embeddings
-                .layer_norm
-                .weight
-                .val()
-                .sum()
-                .into_scalar::<f32>();
-        },
     )?;
     if s.run.breakdown {
+        let probe = train_steps(
+            model,
+            optimizer.config(),
+            optimizer.lr,
+            &s.run,
+            s.common.json,
+            "queries",
+            s.queries as f64,
+            |m: &Bert| inputs.loss(m, &batch, loss.as_ref(), s.tau_r),
+            |m: &Bert| {
+                let _ = m
+                    .embeddings
+                    .layer_norm
+                    .weight
+                    .val()
+                    .sum()
+                    .into_scalar::<f32>();
+            },
+        )?;
+        run.phases_from(&probe);
         let plain = Bert::load(&source, config, device)?;
         let plain_inputs = RftInputs::new(&docs, &target, s, device);
         run.time_nograd(|| {
@@ -1036,17 +1107,63 @@ fn lsr(s: &LsrSpec, device: &Device) -> Result<()> {
     let source = random_llama(&config, s.seed);
     let model = Llama::load(&source, config, device).map_err(BenchError::Build)?;
 
-    // Token batches and targets are host-side preparation (the peer's token tensor).
+    // The peer's random tokens, as (chunk, question, answer) texts of id words; the answer's
+    // last token is the EOS the instance builder appends.
+    let eos = (s.model.vocab - 1) as u32;
+    let words = |ids: &[u32]| ids.iter().map(|id| format!("t{id} ")).collect::<String>();
     let rows = TokenRng::new(s.seed).rows(s.sequences, seq, s.model.vocab);
-    let batches = rows
-        .chunks(s.batch)
-        .map(|chunk| {
-            let batch = TokenBatch::from_rows(chunk, 0, PaddingSide::Right)?;
-            let targets =
-                LmTargets::from_answer_mask(&batch, &tail_mask(chunk.len(), seq, s.answer))?;
-            Ok((batch, targets))
+    let examples: Vec<(Example, String)> = rows
+        .iter()
+        .enumerate()
+        .map(|(i, row)| {
+            let (chunk, rest) = row.split_at(s.chunk);
+            let (question, answer) = rest.split_at(s.question);
+            let example = Example {
+                id: format!("w3:{i}"),
+                question: words(question),
+                answers: vec![words(&answer[..answer.len() - 1])],
+                context: None,
+                choices: Vec::new(),
+            };
+            (example, words(chunk))
         })
-        .collect::<Result<Vec<_>>>()?;
+        .collect();
+    let requests: Vec<ScoreRequest<'_>> = examples
+        .iter()
+        .enumerate()
+        .map(|(i, (example, chunk))| ScoreRequest {
+            key: ExampleKey {
+                dataset: 0,
+                example: i,
+            },
+            example,
+            background: Some(chunk.clone()),
+        })
+        .collect();
+    let builder = InstanceBuilder::new(
+        IdWords { eos },
+        InstanceConfig {
+            max_len: seq,
+            add_bos: false,
+            seed: s.seed,
+        },
+    )
+    .map_err(|e| invalid(&e.to_string()))?;
+    // The workload's shape, checked on the instances the scorer will build.
+    for r in &requests {
+        let built = builder
+            .instance(r.key, r.example, None, r.background.as_deref())
+            .map_err(|e| invalid(&e.to_string()))?;
+        let BuildOutcome::Built(instance) = built else {
+            return Err(invalid("a W3 instance does not fit"));
+        };
+        let scored = instance.answer_mask.iter().filter(|&&m| m == 1).count();
+        if instance.len() != seq || scored != s.answer || instance.background_tokens_dropped > 0
+        {
+            return Err(invalid("a W3 instance does not have the workload's shape"));
+        }
+    }
+    let scorer = LmScorer::new(&model, &builder, 0, "bench", s.batch);
 
     let n = s.sequences as f64;
     let mut scores = Vec::with_capacity(s.sequences);
@@ -1059,9 +1176,9 @@ fn lsr(s: &LsrSpec, device: &Device) -> Result<()> {
         "seq/s",
         || {
             scores.clear();
-            for (batch, targets) in &batches {
-                let ll = target_log_likelihood(&model, batch, targets)?;
-                scores.extend(to_host(ll)?.data);
+            for score in scorer.score(&requests, None)? {
+                let score = score.ok_or_else(|| invalid("a W3 sequence was not scored"))?;
+                scores.push(score.logprob);
             }
             Ok(())
         },
@@ -1113,6 +1230,27 @@ fn lsr(s: &LsrSpec, device: &Device) -> Result<()> {
         println!("  scores   mean {score_mean:.3}  first {score_first:.3}");
     }
     Ok(())
+}
+
+/// W3's tokenizer: a word `t{id}` is token `id`; every other word (the prompt template's)
+/// adds no token, so each instance has exactly the workload's token counts.
+struct IdWords {
+    eos: u32,
+}
+
+impl Tokenize for IdWords {
+    fn encode(&self, text: &str) -> std::result::Result<Vec<u32>, radit_data::BoxError> {
+        Ok(text
+            .split_whitespace()
+            .filter_map(|w| w.strip_prefix('t')?.parse().ok())
+            .collect())
+    }
+    fn bos_id(&self) -> Option<u32> {
+        None
+    }
+    fn eos_id(&self) -> Option<u32> {
+        Some(self.eos)
+    }
 }
 
 /// One batch size's generations.

@@ -28,7 +28,8 @@ pub mod objective;
 pub use embedder::{EncoderEmbedder, QueryEncoder};
 pub use feedback::HumanLabels;
 pub use objective::{
-    Candidates, PrepareReport, RftExample, RftObjective, RftSettings, TargetSource,
+    candidate_logits, Candidates, PrepareReport, RftExample, RftObjective, RftSettings,
+    TargetSource,
 };
 
 use radit_models::Bert;

@@ -342,6 +342,19 @@ pub struct RftSettings {
     pub human_weight: f64,
 }
 
+/// The retriever's logits over each query's candidates: `s(x, c) / τ_R`, the inner product of
+/// the query embeddings `q` `[b, dim]` with their frozen candidate embeddings `docs`
+/// `[b, k, dim]`, divided by `tau_r`; `[b, k]`. Every R-ft loss starts from these.
+pub fn candidate_logits(q: Tensor<2>, docs: Tensor<3>, tau_r: f64) -> Tensor<2> {
+    let [b, dim] = q.dims();
+    let k = docs.dims()[1];
+    q.reshape([b, 1, dim])
+        .mul(docs)
+        .sum_dim(2)
+        .reshape([b, k])
+        .div_scalar(tau_r)
+}
+
 /// A one-hot row of `k` at `at` (all zeros without a positive).
 fn one_hot(at: Option<usize>, k: usize) -> Vec<f32> {
     (0..k)
@@ -475,12 +488,7 @@ impl<'a, T: Tokenize> RftObjective<'a, T> {
             }
         }
         let docs = Tensor::<3>::from_data(TensorData::new(docs, [b, k, dim]), &device);
-        let scores = q
-            .reshape([b, 1, dim])
-            .mul(docs)
-            .sum_dim(2)
-            .reshape([b, k])
-            .div_scalar(self.settings.retriever_temperature);
+        let scores = candidate_logits(q, docs, self.settings.retriever_temperature);
         let matrix = |f: &dyn Fn(&Candidates) -> Vec<f32>| {
             let data: Vec<f32> = chosen.iter().flat_map(|c| f(c)).collect();
             Tensor::<2>::from_data(TensorData::new(data, [b, k]), &device)
