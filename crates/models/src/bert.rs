@@ -3,12 +3,13 @@
 
 use burn::module::Module;
 use burn::nn::{Embedding, Linear};
-use burn::tensor::activation::{gelu, softmax};
+use burn::tensor::activation::softmax;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use crate::batch::{attention_bias, TokenBatch};
 use crate::config::BertConfig;
 use crate::error::Result;
+use crate::fused::gelu;
 use crate::layers::{load_embedding, load_linear, LayerNorm};
 use crate::weights::TensorSource;
 
@@ -75,7 +76,10 @@ impl BertLayer {
     fn forward(&self, x: Tensor<3>, bias: &Tensor<4>) -> Tensor<3> {
         let [b, t, hidden] = x.dims();
         let (h, d) = (self.n_head, hidden / self.n_head);
-        let heads = |y: Tensor<3>| y.reshape([b, t, h, d]).swap_dims(1, 2);
+        // Token rows as one matrix: each projection is a single GEMM over all b·t rows (a
+        // batched one would pack its weight again for every sequence), in and out as views.
+        let x = x.reshape([b * t, hidden]);
+        let heads = |y: Tensor<2>| y.reshape([b, t, h, d]).swap_dims(1, 2);
         let q = heads(self.query.forward(x.clone()));
         let k = heads(self.key.forward(x.clone()));
         let v = heads(self.value.forward(x.clone()));
@@ -86,14 +90,14 @@ impl BertLayer {
         let context = softmax(scores, 3)
             .matmul(v)
             .swap_dims(1, 2)
-            .reshape([b, t, hidden]);
+            .reshape([b * t, hidden]);
         let x = self
             .attention_norm
             .forward(x.add(self.attention_output.forward(context)));
         let ff = self
             .output
             .forward(gelu(self.intermediate.forward(x.clone())));
-        self.output_norm.forward(x.add(ff))
+        self.output_norm.forward(x.add(ff)).reshape([b, t, hidden])
     }
 }
 

@@ -144,9 +144,12 @@ impl LlamaAttention {
         bias: &Tensor<4>,
         cache: Option<&mut Option<(Tensor<4>, Tensor<4>)>>,
     ) -> Tensor<3> {
-        let [b, t, _] = x.dims();
+        let [b, t, hidden] = x.dims();
         let (h, kv, d) = (self.n_head, self.n_kv_head, self.head_dim);
-        let heads = |y: Tensor<3>, n: usize| y.reshape([b, t, n, d]).swap_dims(1, 2);
+        // Token rows as one matrix: each projection is a single GEMM over all b·t rows (a
+        // batched one would pack its weight again for every sequence), in and out as views.
+        let x = x.reshape([b * t, hidden]);
+        let heads = |y: Tensor<2>, n: usize| y.reshape([b, t, n, d]).swap_dims(1, 2);
         let rope = |y: Tensor<4>| {
             y.clone()
                 .mul(cos.clone())
@@ -180,14 +183,19 @@ impl LlamaAttention {
             .add(bias.clone());
         let context = softmax(scores, 3).matmul(v);
         self.o_proj
-            .forward(context.swap_dims(1, 2).reshape([b, t, h * d]))
+            .forward(context.swap_dims(1, 2).reshape([b * t, h * d]))
+            .reshape([b, t, hidden])
     }
 }
 
 impl LlamaMlp {
     fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        // One GEMM per projection over all token rows, as in the attention.
+        let [b, t, hidden] = x.dims();
+        let x = x.reshape([b * t, hidden]);
         self.down_proj
             .forward(silu(self.gate_proj.forward(x.clone())).mul(self.up_proj.forward(x)))
+            .reshape([b, t, hidden])
     }
 }
 
