@@ -18,8 +18,8 @@ use burn::module::Module;
 use burn::optim::{AdamWConfig, GradientsParams};
 use burn::tensor::{Device, Tensor, TensorData};
 use clap::{Args, Subcommand};
-use radit_generator::trainer::{BatchSource, LmObjective};
 use radit_data::{BuildOutcome, Example, ExampleKey, InstanceBuilder, InstanceConfig, Tokenize};
+use radit_generator::trainer::{BatchSource, LmObjective};
 use radit_generator::{
     answer_nll, target_log_likelihood, GeneratorError, LmScorer, LmTargets, ScoreRequest,
 };
@@ -671,7 +671,7 @@ fn trainer_steps<M: Module>(
         config["optimizer"] = json!({ "kind": "adamw", "epsilon": epsilon });
     }
     let config: TrainConfig = serde_json::from_value(config)
-    .map_err(|e| BenchError::Train(format!("the step configuration: {e}")))?;
+        .map_err(|e| BenchError::Train(format!("the step configuration: {e}")))?;
     let steps = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let mut logger = MetricLogger::new();
     logger.add(Box::new(StepSink {
@@ -1158,8 +1158,7 @@ fn lsr(s: &LsrSpec, device: &Device) -> Result<()> {
             return Err(invalid("a W3 instance does not fit"));
         };
         let scored = instance.answer_mask.iter().filter(|&&m| m == 1).count();
-        if instance.len() != seq || scored != s.answer || instance.background_tokens_dropped > 0
-        {
+        if instance.len() != seq || scored != s.answer || instance.background_tokens_dropped > 0 {
             return Err(invalid("a W3 instance does not have the workload's shape"));
         }
     }
