@@ -438,7 +438,7 @@ schedule = {{ kind = "cosine", warmup_steps = 1, total_steps = 5 }}
     let index_before = tree_digest(&index);
     let resumed = assert_kill_and_resume_is_exact(dir.path(), &recipe, "r_ft");
     assert!(resumed.contains("lm_ft: already complete"), "{resumed}");
-    assert!(dir.path().join("straight/r_ft/lm_scores.jsonl").is_file());
+    assert!(dir.path().join("killed/r_ft/lm_scores.jsonl").is_file());
     assert!(
         encoder_before == tree_digest(&encoder),
         "document encoder files changed"
@@ -466,7 +466,7 @@ schedule = {{ kind = "cosine", warmup_steps = 1, total_steps = 5 }}
         );
         String::from_utf8(out.stdout).unwrap()
     };
-    let trained = dir.path().join("straight/r_ft/final");
+    let trained = dir.path().join("killed/r_ft/final");
     assert_ne!(embed(&encoder), embed(&trained));
     let table = std::fs::read_to_string(dir.path().join("killed/r_ft/done.json")).unwrap();
     assert!(

@@ -100,6 +100,23 @@ pub enum BenchCommand {
     /// W5: greedy generation with the KV cache (random W1 Llama, 64 new tokens after a
     /// 128-token prompt, batch 1 and 8); new tokens/s.
     Generate(GenerateSpec),
+    /// The CPU's f32 FMA peak: independent fused multiply-adds on every thread, the ceiling
+    /// W1's GFLOP/s is read against.
+    Peak(PeakSpec),
+}
+
+/// The FMA peak measurement.
+#[derive(Args)]
+pub struct PeakSpec {
+    /// Seconds of FMAs per measured repetition (about).
+    #[arg(long, default_value_t = 1.0)]
+    seconds: f64,
+    /// Measured repetitions (the best counts: a peak is what the machine can do).
+    #[arg(long, default_value_t = 3)]
+    repeats: usize,
+    // Threads and output.
+    #[command(flatten)]
+    common: CommonArgs,
 }
 
 /// Options every workload takes.
@@ -305,6 +322,7 @@ pub fn run(command: BenchCommand, device: &Device) -> Result<(), BenchError> {
         BenchCommand::RFt(s) => &s.common,
         BenchCommand::Lsr(s) => &s.common,
         BenchCommand::Generate(s) => &s.common,
+        BenchCommand::Peak(s) => &s.common,
     };
     if let Some(n) = common.threads {
         // Before the first tensor op, so rayon's global pool picks it up.
@@ -315,6 +333,7 @@ pub fn run(command: BenchCommand, device: &Device) -> Result<(), BenchError> {
         BenchCommand::RFt(spec) => r_ft(&spec, device),
         BenchCommand::Lsr(spec) => lsr(&spec, device),
         BenchCommand::Generate(spec) => generate_bench(&spec, device),
+        BenchCommand::Peak(spec) => peak(&spec, device),
     }
 }
 
@@ -872,8 +891,14 @@ fn lm_ft(s: &LmFtSpec, device: &Device) -> Result<()> {
         })?;
     }
 
+    let flops = lm_ft_step_flops(&s.model, s.batch, s.seq, s.answer);
+    let median_step = median_of(&run.totals());
     if s.common.json {
-        let shape = json!({"batch": s.batch, "seq": s.seq, "answer": s.answer});
+        let shape = json!({
+            "batch": s.batch, "seq": s.seq, "answer": s.answer,
+            "gemm_gflop_per_step": flops / 1e9,
+            "gemm_gflops_median": flops / median_step / 1e9,
+        });
         let v = merge(
             s.common.json_head("lm-ft", device),
             [s.model.json(), shape, run.json(&s.run)],
@@ -889,6 +914,11 @@ fn lm_ft(s: &LmFtSpec, device: &Device) -> Result<()> {
             s.answer
         );
         run.print(&s.run);
+        println!(
+            "  GEMM     {:.1} GFLOP per step, {:.1} GFLOP/s at the median step",
+            flops / 1e9,
+            flops / median_step / 1e9
+        );
     }
     Ok(())
 }
@@ -1503,4 +1533,142 @@ mod tests {
         assert!(median_of(&[]).is_nan());
         assert_eq!(min_of(&[3.0, 1.0, 2.0]), 1.0);
     }
+}
+
+/// Matmul FLOPs of one W1 training step, forward and backward (3× the forward's: each
+/// product's backward is two products of its size): every token through the projections and
+/// the MLP, attention scores and mixing over the full `seq × seq` square (as computed, the
+/// causal mask included), and the LM head on the scored rows only. Elementwise work is left
+/// out, so this is the GEMM work a step must do.
+fn lm_ft_step_flops(model: &LlamaArgs, batch: usize, seq: usize, answer: usize) -> f64 {
+    let (hidden, ffn) = (model.hidden as f64, model.ffn as f64);
+    let tokens = (batch * seq) as f64;
+    // q, k, v, o (KV heads = heads) and gate, up, down, in multiply-adds per token.
+    let per_token = 4.0 * hidden * hidden + 3.0 * hidden * ffn;
+    // QKᵀ and the weighted sum of V: batch · seq² · (heads · head_dim) each.
+    let attention = 2.0 * (batch * seq * seq) as f64 * hidden;
+    let head = (batch * answer) as f64 * hidden * model.vocab as f64;
+    let forward = model.layers as f64 * (tokens * per_token + attention) + head;
+    3.0 * 2.0 * forward
+}
+
+/// f32 multiply-adds per [`fma_iterations`] iteration and lane count of the widest FMA
+/// this CPU has, or `None` without AVX2+FMA.
+fn fma_isa() -> Option<(&'static str, f64)> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            return Some(("avx512f", (FMA_CHAINS * 16) as f64));
+        }
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            return Some(("avx2+fma", (FMA_CHAINS * 8) as f64));
+        }
+    }
+    None
+}
+
+/// Independent accumulators: enough to cover FMA latency × issue width on current cores.
+const FMA_CHAINS: usize = 12;
+
+/// Runs `iterations` rounds of [`FMA_CHAINS`] independent vector FMAs with the ISA
+/// [`fma_isa`] named; returns a value depending on every lane (so nothing is optimized away).
+fn fma_iterations(iterations: u64) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: AVX-512F is present (checked just above).
+            return unsafe { fma_avx512(iterations) };
+        }
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            // SAFETY: AVX2 and FMA are present (checked just above).
+            return unsafe { fma_avx2(iterations) };
+        }
+    }
+    let _ = iterations;
+    0.0
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn fma_avx512(iterations: u64) -> f32 {
+    use std::arch::x86_64::{_mm512_add_ps, _mm512_fmadd_ps, _mm512_reduce_add_ps, _mm512_set1_ps};
+    let a = _mm512_set1_ps(0.999_999);
+    let b = _mm512_set1_ps(1e-7);
+    let mut acc = [_mm512_set1_ps(1.0); FMA_CHAINS];
+    for _ in 0..iterations {
+        for v in acc.iter_mut() {
+            *v = _mm512_fmadd_ps(*v, a, b);
+        }
+    }
+    let sum = acc
+        .iter()
+        .fold(_mm512_set1_ps(0.0), |s, &v| _mm512_add_ps(s, v));
+    _mm512_reduce_add_ps(sum)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn fma_avx2(iterations: u64) -> f32 {
+    use std::arch::x86_64::{_mm256_add_ps, _mm256_fmadd_ps, _mm256_set1_ps, _mm256_storeu_ps};
+    let a = _mm256_set1_ps(0.999_999);
+    let b = _mm256_set1_ps(1e-7);
+    let mut acc = [_mm256_set1_ps(1.0); FMA_CHAINS];
+    for _ in 0..iterations {
+        for v in acc.iter_mut() {
+            *v = _mm256_fmadd_ps(*v, a, b);
+        }
+    }
+    let sum = acc
+        .iter()
+        .fold(_mm256_set1_ps(0.0), |s, &v| _mm256_add_ps(s, v));
+    let mut lanes = [0.0f32; 8];
+    // SAFETY: `lanes` holds the 8 floats the store writes.
+    unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), sum) };
+    lanes.iter().sum()
+}
+
+fn peak(s: &PeakSpec, _device: &Device) -> Result<()> {
+    if !s.seconds.is_finite() || s.seconds <= 0.0 || s.repeats == 0 {
+        return Err(invalid(
+            "--seconds must be positive and --repeats at least 1",
+        ));
+    }
+    let Some((isa, flops_per_iteration)) = fma_isa().map(|(isa, fmas)| (isa, 2.0 * fmas)) else {
+        return Err(invalid("the peak needs AVX2+FMA or AVX-512F"));
+    };
+    let threads = s.common.threads.unwrap_or_else(|| {
+        std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+    });
+    // Calibrate on one thread: iterations for about `seconds`.
+    let probe = 1u64 << 20;
+    let start = Instant::now();
+    std::hint::black_box(fma_iterations(std::hint::black_box(probe)));
+    let per_iteration = start.elapsed().as_secs_f64() / probe as f64;
+    let iterations = ((s.seconds / per_iteration.max(1e-12)) as u64).max(probe);
+    let mut rates = Vec::with_capacity(s.repeats);
+    for _ in 0..s.repeats {
+        let start = Instant::now();
+        std::thread::scope(|scope| {
+            for _ in 0..threads {
+                scope.spawn(|| std::hint::black_box(fma_iterations(iterations)));
+            }
+        });
+        let wall = start.elapsed().as_secs_f64();
+        rates.push(threads as f64 * iterations as f64 * flops_per_iteration / wall / 1e9);
+    }
+    let best = rates.iter().copied().fold(0.0, f64::max);
+    if s.common.json {
+        let v = merge(
+            json!({"bench": "peak", "impl": "radit", "threads": threads, "isa": isa}),
+            [json!({"gflops": rates, "gflops_best": best})],
+        );
+        println!("{v}");
+    } else {
+        println!("peak f32 FMA ({isa}, {FMA_CHAINS} chains, threads {threads})");
+        let list: Vec<String> = rates.iter().map(|r| format!("{r:.1}")).collect();
+        println!("  GFLOP/s  {}   best {best:.1}", list.join(" "));
+    }
+    Ok(())
 }
