@@ -34,6 +34,29 @@ pub trait FusedOps: Backend {
     fn gelu_erf_backward(x: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
         Self::gelu_backward(x, grad)
     }
+
+    /// `silu(x) = x · σ(x)` (Llama's MLP gate).
+    fn silu_fused(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        silu_composed::<Self>(x)
+    }
+
+    /// `grad · silu'(x)`, with `silu'(x) = σ(x) · (1 + x · (1 − σ(x)))`.
+    fn silu_fused_backward(x: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
+        silu_backward_composed::<Self>(x, grad)
+    }
+}
+
+/// SiLU from burn's ops (backends without a kernel of ours).
+fn silu_composed<B: Backend>(x: FloatTensor<B>) -> FloatTensor<B> {
+    B::float_mul(x.clone(), B::sigmoid(x))
+}
+
+/// SiLU's backward from burn's ops.
+fn silu_backward_composed<B: Backend>(x: FloatTensor<B>, grad: FloatTensor<B>) -> FloatTensor<B> {
+    let s = B::sigmoid(x.clone());
+    let one_minus = B::float_add_scalar(B::float_neg(s.clone()), 1.0f32.into());
+    let inner = B::float_add_scalar(B::float_mul(x, one_minus), 1.0f32.into());
+    B::float_mul(grad, B::float_mul(s, inner))
 }
 
 /// The exact GELU of `x` (see [`FusedOps::gelu_erf`]), differentiable on autodiff devices.
@@ -41,67 +64,112 @@ pub fn gelu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     Tensor::from_dispatch(<Dispatch as FusedOps>::gelu_erf(x.into_dispatch()))
 }
 
-/// CubeCL runtimes (wgpu): burn's GELU kernels.
+/// `silu(x) = x · σ(x)` of `x` (see [`FusedOps::silu_fused`]), differentiable on autodiff
+/// devices.
+pub fn silu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    Tensor::from_dispatch(<Dispatch as FusedOps>::silu_fused(x.into_dispatch()))
+}
+
+/// CubeCL runtimes (wgpu): burn's kernels.
 impl FusedOps for Cube {}
 
 impl FusedOps for Flex {
     fn gelu_erf(x: FloatTensor<Self>) -> FloatTensor<Self> {
-        if x.dtype() != DType::F32 {
-            return Self::gelu(x);
-        }
-        let x = contiguous(x);
-        let Some(input) = x.as_slice::<f32>() else {
-            return Self::gelu(x);
-        };
-        let mut out = vec![0.0f32; input.len()];
-        parallel_map(Kernel::GeluForward, input, None, &mut out);
-        FlexTensor::from_data(TensorData::new(out, x.layout().shape().clone()))
+        flex_unary(Kernel::GeluForward, x).unwrap_or_else(Self::gelu)
     }
 
     fn gelu_erf_backward(x: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
-        if x.dtype() != DType::F32 || grad.dtype() != DType::F32 || x.shape() != grad.shape() {
-            return Self::gelu_backward(x, grad);
-        }
-        let (x, grad) = (contiguous(x), contiguous(grad));
-        let (Some(input), Some(g)) = (x.as_slice::<f32>(), grad.as_slice::<f32>()) else {
-            return Self::gelu_backward(x, grad);
-        };
-        let mut out = vec![0.0f32; input.len()];
-        parallel_map(Kernel::GeluBackward, input, Some(g), &mut out);
-        FlexTensor::from_data(TensorData::new(out, x.layout().shape().clone()))
+        flex_with_grad(Kernel::GeluBackward, x, grad)
+            .unwrap_or_else(|(x, grad)| Self::gelu_backward(x, grad))
+    }
+
+    fn silu_fused(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        flex_unary(Kernel::SiluForward, x).unwrap_or_else(silu_composed::<Self>)
+    }
+
+    fn silu_fused_backward(x: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
+        flex_with_grad(Kernel::SiluBackward, x, grad)
+            .unwrap_or_else(|(x, grad)| silu_backward_composed::<Self>(x, grad))
     }
 }
 
-impl<B: Backend + FusedOps, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
-    fn gelu_erf(x: FloatTensor<Self>) -> FloatTensor<Self> {
-        #[derive(Debug)]
-        struct GeluErf;
-
-        impl<B: Backend + FusedOps> Backward<B, 1> for GeluErf {
-            type State = NodeId;
-
-            fn backward(
-                self,
-                ops: Ops<Self::State, 1>,
-                grads: &mut Gradients,
-                checkpointer: &mut Checkpointer,
-            ) {
-                let input = checkpointer.retrieve_node_output(ops.state);
-                unary::<B, _>(ops.parents, ops.node, grads, |grad| {
-                    B::gelu_erf_backward(input, grad)
-                });
-            }
-        }
-
-        // Compute-bound: the input is kept for the backward rather than recomputed.
-        match GeluErf.prepare::<C>([x.node()]).compute_bound().stateful() {
-            OpsKind::Tracked(mut prep) => {
-                let state = prep.checkpoint(&x);
-                prep.finish(state, B::gelu_erf(x.into_primitive()))
-            }
-            OpsKind::UnTracked(prep) => prep.finish(B::gelu_erf(x.into_primitive())),
-        }
+/// `kernel` over a dense f32 copy of `x`; `Err(x)` for other dtypes (burn's op runs instead).
+fn flex_unary(kernel: Kernel, x: FlexTensor) -> Result<FlexTensor, FlexTensor> {
+    if x.dtype() != DType::F32 {
+        return Err(x);
     }
+    let x = contiguous(x);
+    let Some(input) = x.as_slice::<f32>() else {
+        return Err(x);
+    };
+    let mut out = vec![0.0f32; input.len()];
+    parallel_map(kernel, input, None, &mut out);
+    Ok(FlexTensor::from_data(TensorData::new(
+        out,
+        x.layout().shape().clone(),
+    )))
+}
+
+/// `kernel` over `x` and its incoming gradient; `Err` for other dtypes or shapes.
+fn flex_with_grad(
+    kernel: Kernel,
+    x: FlexTensor,
+    grad: FlexTensor,
+) -> Result<FlexTensor, (FlexTensor, FlexTensor)> {
+    if x.dtype() != DType::F32 || grad.dtype() != DType::F32 || x.shape() != grad.shape() {
+        return Err((x, grad));
+    }
+    let (x, grad) = (contiguous(x), contiguous(grad));
+    let (Some(input), Some(g)) = (x.as_slice::<f32>(), grad.as_slice::<f32>()) else {
+        return Err((x, grad));
+    };
+    let mut out = vec![0.0f32; input.len()];
+    parallel_map(kernel, input, Some(g), &mut out);
+    Ok(FlexTensor::from_data(TensorData::new(
+        out,
+        x.layout().shape().clone(),
+    )))
+}
+
+/// The elementwise ops of [`FusedOps`] with an autodiff node: the forward keeps its input,
+/// the backward calls the op's `_backward` method of the inner backend.
+macro_rules! unary_with_backward {
+    ($name:ident, $node:ident, $backward:ident) => {
+        fn $name(x: FloatTensor<Self>) -> FloatTensor<Self> {
+            #[derive(Debug)]
+            struct $node;
+
+            impl<B: Backend + FusedOps> Backward<B, 1> for $node {
+                type State = NodeId;
+
+                fn backward(
+                    self,
+                    ops: Ops<Self::State, 1>,
+                    grads: &mut Gradients,
+                    checkpointer: &mut Checkpointer,
+                ) {
+                    let input = checkpointer.retrieve_node_output(ops.state);
+                    unary::<B, _>(ops.parents, ops.node, grads, |grad| {
+                        B::$backward(input, grad)
+                    });
+                }
+            }
+
+            // Compute-bound: the input is kept for the backward rather than recomputed.
+            match $node.prepare::<C>([x.node()]).compute_bound().stateful() {
+                OpsKind::Tracked(mut prep) => {
+                    let state = prep.checkpoint(&x);
+                    prep.finish(state, B::$name(x.into_primitive()))
+                }
+                OpsKind::UnTracked(prep) => prep.finish(B::$name(x.into_primitive())),
+            }
+        }
+    };
+}
+
+impl<B: Backend + FusedOps, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
+    unary_with_backward!(gelu_erf, GeluErf, gelu_erf_backward);
+    unary_with_backward!(silu_fused, SiluFused, silu_fused_backward);
 }
 
 /// `x` itself when it is dense from offset 0, else a contiguous copy.
@@ -123,6 +191,10 @@ enum Kernel {
     GeluForward,
     /// `g · gelu'(x)`.
     GeluBackward,
+    /// `silu(x)`.
+    SiluForward,
+    /// `g · silu'(x)`.
+    SiluBackward,
 }
 
 impl Kernel {
@@ -133,6 +205,8 @@ impl Kernel {
         match self {
             Kernel::GeluForward => gelu_forward_lanes(x, out),
             Kernel::GeluBackward => gelu_backward_lanes(x, g, out),
+            Kernel::SiluForward => silu_forward_lanes(x, out),
+            Kernel::SiluBackward => silu_backward_lanes(x, g, out),
         }
     }
 }
@@ -194,6 +268,29 @@ fn gelu_backward_lanes(x: &[f32], g: &[f32], out: &mut [f32]) {
         let cdf = 0.5 * (1.0 + erf(x * FRAC_1_SQRT_2));
         let pdf = INV_SQRT_2PI * exp(-0.5 * x * x);
         *o = g * (cdf + x * pdf);
+    }
+}
+
+/// σ(x) = 1 / (1 + e^−x), with the vectorizable [`exp`].
+#[inline(always)]
+fn sigmoid(x: f32) -> f32 {
+    1.0 / (1.0 + exp(-x))
+}
+
+/// `silu(x)` for every element.
+#[inline(always)]
+fn silu_forward_lanes(x: &[f32], out: &mut [f32]) {
+    for (o, &x) in out.iter_mut().zip(x) {
+        *o = x * sigmoid(x);
+    }
+}
+
+/// `g · silu'(x)` for every element.
+#[inline(always)]
+fn silu_backward_lanes(x: &[f32], g: &[f32], out: &mut [f32]) {
+    for ((o, &x), &g) in out.iter_mut().zip(x).zip(g) {
+        let s = sigmoid(x);
+        *o = g * s * (1.0 + x * (1.0 - s));
     }
 }
 
@@ -302,23 +399,55 @@ mod tests {
                 let want = f64::from(gs[i]) * (cdf + x * pdf);
                 assert!((f64::from(dx[i]) - want).abs() < 4e-6, "gelu'({x})");
             }
+            let x = Tensor::<1>::from_data(TensorData::new(xs.clone(), [n]), &device);
+            let g = Tensor::<1>::from_data(TensorData::new(gs.clone(), [n]), &device);
+            let y = silu(x.clone()).into_data().try_to_vec::<f32>().unwrap();
+            let dx = Tensor::<1>::from_dispatch(<Dispatch as FusedOps>::silu_fused_backward(
+                x.into_dispatch(),
+                g.into_dispatch(),
+            ))
+            .into_data()
+            .try_to_vec::<f32>()
+            .unwrap();
+            for i in 0..n {
+                let x = f64::from(xs[i]);
+                let s = 1.0 / (1.0 + (-x).exp());
+                assert!(
+                    (f64::from(y[i]) - x * s).abs() < 2e-6,
+                    "silu({x}) = {}",
+                    y[i]
+                );
+                let want = f64::from(gs[i]) * s * (1.0 + x * (1.0 - s));
+                assert!((f64::from(dx[i]) - want).abs() < 4e-6, "silu'({x})");
+            }
         }
     }
 
-    /// Autodiff through [`gelu`] gives burn's own GELU gradient (a non-contiguous input too).
+    /// Autodiff through [`gelu`] and [`silu`] gives burn's own gradients (from a
+    /// non-contiguous input too).
     #[test]
-    fn the_gradient_matches_burns_gelu() {
+    fn the_gradients_match_burns_activations() {
+        type Activation = fn(Tensor<2>) -> Tensor<2>;
+        let pairs: [(Activation, Activation); 2] = [
+            (gelu, burn::tensor::activation::gelu),
+            (silu, burn::tensor::activation::silu),
+        ];
+        for (ours, burns) in pairs {
+            assert_same_gradient(ours, burns);
+        }
+    }
+
+    fn assert_same_gradient(
+        ours_fn: fn(Tensor<2>) -> Tensor<2>,
+        burns_fn: fn(Tensor<2>) -> Tensor<2>,
+    ) {
         let device = Device::flex().autodiff();
         let data: Vec<f32> = (0..96).map(|i| (i as f32 - 48.0) / 9.0).collect();
         let grad_of = |ours: bool| {
             let x = Tensor::<2>::from_data(TensorData::new(data.clone(), [8, 12]), &device)
                 .require_grad();
             let t = x.clone().swap_dims(0, 1);
-            let y = if ours {
-                gelu(t)
-            } else {
-                burn::tensor::activation::gelu(t)
-            };
+            let y = if ours { ours_fn(t) } else { burns_fn(t) };
             let weights = Tensor::<2>::from_data(
                 TensorData::new((0..96).map(|i| (i % 5) as f32 - 2.0).collect(), [12, 8]),
                 &device,

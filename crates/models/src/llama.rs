@@ -3,12 +3,13 @@
 
 use burn::module::Module;
 use burn::nn::{Embedding, Linear};
-use burn::tensor::activation::{silu, softmax};
+use burn::tensor::activation::softmax;
 use burn::tensor::{Device, Tensor, TensorData};
 
 use crate::batch::{attention_bias, TokenBatch};
 use crate::config::LlamaConfig;
 use crate::error::{ModelError, Result};
+use crate::fused::silu;
 use crate::layers::{load_embedding, load_linear, RmsNorm};
 use crate::weights::TensorSource;
 

@@ -298,7 +298,7 @@ fn wgpu_forward_matches_cpu() {
     // radit's fused GELU trains on wgpu too: our autodiff node there runs burn's own backward
     // kernel, so the gradient is burn's. (That kernel is itself off the exact derivative by up
     // to 9e-4 on lavapipe, where the CPU path is within 4e-6: measured here, not asserted.)
-    let gelu_grad = |device: &Device, ours: bool| {
+    let gelu_grad = |device: &Device, ours: bool| -> Vec<f32> {
         let x = Tensor::<1>::from_data(
             TensorData::new((0..64).map(|i| i as f32 / 8.0 - 4.0).collect(), [64]),
             &device.clone().autodiff(),
@@ -320,6 +320,26 @@ fn wgpu_forward_matches_cpu() {
     assert!(diff < 1e-6, "fused gelu gradient vs burn's on wgpu: {diff}");
     let diff = max_abs_diff(&gelu_grad(&gpu, true), &gelu_grad(&cpu, true));
     eprintln!("fused gelu gradient, wgpu vs cpu: max |Δ| = {diff:e}");
+    // The fused SiLU on wgpu is built from burn's ops there, forward and backward.
+    let silu_grad = |device: &Device| {
+        let x = Tensor::<1>::from_data(
+            TensorData::new((0..64).map(|i| i as f32 / 8.0 - 4.0).collect(), [64]),
+            &device.clone().autodiff(),
+        )
+        .require_grad();
+        let grads = radit_models::fused::silu(x.clone())
+            .mul_scalar(3.0)
+            .sum()
+            .backward();
+        x.grad(&grads)
+            .unwrap()
+            .into_data()
+            .try_to_vec::<f32>()
+            .unwrap()
+    };
+    let diff = max_abs_diff(&silu_grad(&gpu), &silu_grad(&cpu));
+    eprintln!("fused silu gradient, wgpu vs cpu: max |Δ| = {diff:e}");
+    assert!(diff < 1e-4, "fused silu gradient wgpu vs cpu: {diff}");
 }
 
 #[test]
