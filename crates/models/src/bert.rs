@@ -3,13 +3,12 @@
 
 use burn::module::Module;
 use burn::nn::{Embedding, Linear};
-use burn::tensor::activation::softmax;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use crate::batch::{attention_bias, TokenBatch};
 use crate::config::BertConfig;
 use crate::error::Result;
-use crate::fused::gelu;
+use crate::fused::{gelu, softmax_last};
 use crate::layers::{load_embedding, load_linear, LayerNorm};
 use crate::weights::TensorSource;
 
@@ -87,7 +86,7 @@ impl BertLayer {
             .matmul(k.swap_dims(2, 3))
             .mul_scalar(1.0 / (d as f64).sqrt())
             .add(bias.clone());
-        let context = softmax(scores, 3)
+        let context = softmax_last(scores)
             .matmul(v)
             .swap_dims(1, 2)
             .reshape([b * t, hidden]);

@@ -13,7 +13,7 @@ use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{unary, Backward, Ops, OpsKind};
 use burn::backend::autodiff::{Autodiff, NodeId};
-use burn::backend::ops::ActivationOps;
+use burn::backend::ops::{ActivationOps, FloatTensorOps};
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{backend_extension, Backend, Cube, Dispatch, Flex, TensorMetadata};
 use burn::tensor::{DType, Tensor, TensorData};
@@ -44,6 +44,19 @@ pub trait FusedOps: Backend {
     fn silu_fused_backward(x: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
         silu_backward_composed::<Self>(x, grad)
     }
+
+    /// Softmax over the last dimension (the backend's own kernel).
+    fn softmax_last(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        let last = x.shape().num_dims() - 1;
+        Self::softmax(x, last)
+    }
+
+    /// The softmax backward from its output `y`: `y ⊙ (grad − Σ_last grad ⊙ y)`.
+    fn softmax_last_backward(y: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
+        let last = y.shape().num_dims() - 1;
+        let dot = Self::float_sum_dim(Self::float_mul(grad.clone(), y.clone()), last);
+        Self::float_mul(y, Self::float_sub(grad, dot))
+    }
 }
 
 /// SiLU from burn's ops (backends without a kernel of ours).
@@ -70,6 +83,13 @@ pub fn silu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     Tensor::from_dispatch(<Dispatch as FusedOps>::silu_fused(x.into_dispatch()))
 }
 
+/// Softmax of `x` over its last dimension, differentiable on autodiff devices with a
+/// one-pass backward (burn's autodiff differentiates its softmax op by op, through a scalar
+/// `exp` on the CPU).
+pub fn softmax_last<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    Tensor::from_dispatch(<Dispatch as FusedOps>::softmax_last(x.into_dispatch()))
+}
+
 /// CubeCL runtimes (wgpu): burn's kernels.
 impl FusedOps for Cube {}
 
@@ -90,6 +110,16 @@ impl FusedOps for Flex {
     fn silu_fused_backward(x: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
         flex_with_grad(Kernel::SiluBackward, x, grad)
             .unwrap_or_else(|(x, grad)| silu_backward_composed::<Self>(x, grad))
+    }
+
+    fn softmax_last_backward(y: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
+        let shape = y.shape();
+        let row = shape[shape.num_dims() - 1];
+        flex_with_grad(Kernel::SoftmaxBackward { row }, y, grad).unwrap_or_else(|(y, grad)| {
+            let last = y.shape().num_dims() - 1;
+            let dot = Self::float_sum_dim(Self::float_mul(grad.clone(), y.clone()), last);
+            Self::float_mul(y, Self::float_sub(grad, dot))
+        })
     }
 }
 
@@ -170,6 +200,40 @@ macro_rules! unary_with_backward {
 impl<B: Backend + FusedOps, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
     unary_with_backward!(gelu_erf, GeluErf, gelu_erf_backward);
     unary_with_backward!(silu_fused, SiluFused, silu_fused_backward);
+
+    fn softmax_last(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        #[derive(Debug)]
+        struct SoftmaxLast;
+
+        impl<B: Backend + FusedOps> Backward<B, 1> for SoftmaxLast {
+            /// The softmax output: all its backward needs.
+            type State = FloatTensor<B>;
+
+            fn backward(
+                self,
+                ops: Ops<Self::State, 1>,
+                grads: &mut Gradients,
+                _checkpointer: &mut Checkpointer,
+            ) {
+                let y = ops.state;
+                unary::<B, _>(ops.parents, ops.node, grads, |grad| {
+                    B::softmax_last_backward(y, grad)
+                });
+            }
+        }
+
+        match SoftmaxLast
+            .prepare::<C>([x.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let y = B::softmax_last(x.into_primitive());
+                prep.finish(y.clone(), y)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::softmax_last(x.into_primitive())),
+        }
+    }
 }
 
 /// `x` itself when it is dense from offset 0, else a contiguous copy.
@@ -195,6 +259,11 @@ enum Kernel {
     SiluForward,
     /// `g · silu'(x)`.
     SiluBackward,
+    /// The softmax backward from its output, rows of `row` elements.
+    SoftmaxBackward {
+        /// Row length (the softmax dimension).
+        row: usize,
+    },
 }
 
 impl Kernel {
@@ -207,6 +276,15 @@ impl Kernel {
             Kernel::GeluBackward => gelu_backward_lanes(x, g, out),
             Kernel::SiluForward => silu_forward_lanes(x, out),
             Kernel::SiluBackward => silu_backward_lanes(x, g, out),
+            Kernel::SoftmaxBackward { row } => softmax_backward_rows(row, x, g, out),
+        }
+    }
+
+    /// Elements per rayon task: whole rows for a row kernel.
+    fn task(self) -> usize {
+        match self {
+            Kernel::SoftmaxBackward { row } => (TASK / row.max(1)).max(1) * row.max(1),
+            _ => TASK,
         }
     }
 }
@@ -214,16 +292,17 @@ impl Kernel {
 /// Runs `kernel` over `input` (and `grad`, element for element) into `out`, in tasks of
 /// [`TASK`] elements on the rayon pool.
 fn parallel_map(kernel: Kernel, input: &[f32], grad: Option<&[f32]>, out: &mut [f32]) {
+    let task = kernel.task();
     let run = |(i, out): (usize, &mut [f32])| {
-        let start = i * TASK;
+        let start = i * task;
         let x = &input[start..start + out.len()];
         let g = grad.map_or(&[][..], |g| &g[start..start + out.len()]);
         dispatch(kernel, x, g, out);
     };
-    if out.len() <= TASK {
+    if out.len() <= task {
         run((0, out));
     } else {
-        out.par_chunks_mut(TASK).enumerate().for_each(run);
+        out.par_chunks_mut(task).enumerate().for_each(run);
     }
 }
 
@@ -268,6 +347,31 @@ fn gelu_backward_lanes(x: &[f32], g: &[f32], out: &mut [f32]) {
         let cdf = 0.5 * (1.0 + erf(x * FRAC_1_SQRT_2));
         let pdf = INV_SQRT_2PI * exp(-0.5 * x * x);
         *o = g * (cdf + x * pdf);
+    }
+}
+
+/// `y ⊙ (g − Σ g ⊙ y)` for every row of `row` elements (`y` the softmax output). The row sum
+/// is kept in 16 partial sums, so it vectorizes (a reassociation of the sum).
+#[inline(always)]
+fn softmax_backward_rows(row: usize, y: &[f32], g: &[f32], out: &mut [f32]) {
+    for ((y, g), out) in y
+        .chunks_exact(row)
+        .zip(g.chunks_exact(row))
+        .zip(out.chunks_exact_mut(row))
+    {
+        let mut partial = [0.0f32; 16];
+        let (y16, y_tail) = y.split_at(row - row % 16);
+        let (g16, g_tail) = g.split_at(row - row % 16);
+        for (y, g) in y16.chunks_exact(16).zip(g16.chunks_exact(16)) {
+            for l in 0..16 {
+                partial[l] += y[l] * g[l];
+            }
+        }
+        let tail: f32 = y_tail.iter().zip(g_tail).map(|(y, g)| y * g).sum();
+        let dot = partial.iter().sum::<f32>() + tail;
+        for ((o, &y), &g) in out.iter_mut().zip(y).zip(g) {
+            *o = y * (g - dot);
+        }
     }
 }
 
@@ -435,6 +539,61 @@ mod tests {
         for (ours, burns) in pairs {
             assert_same_gradient(ours, burns);
         }
+    }
+
+    /// The fused softmax against burn's, value and gradient, on attention-shaped scores with
+    /// masked keys (the additive −1e9 bias) and from a non-contiguous view.
+    #[test]
+    fn softmax_and_its_gradient_match_burns() {
+        let device = Device::flex().autodiff();
+        let (rows, keys) = (6, 37);
+        let data: Vec<f32> = (0..rows * keys)
+            .map(|i| {
+                let (r, k) = (i / keys, i % keys);
+                if k > r * 6 {
+                    -1.0e9
+                } else {
+                    ((i * 7919) % 101) as f32 / 25.0 - 2.0
+                }
+            })
+            .collect();
+        let weights = Tensor::<3>::from_data(
+            TensorData::new(
+                (0..rows * keys).map(|i| (i % 7) as f32 - 3.0).collect(),
+                [1, rows, keys],
+            ),
+            &device,
+        );
+        let run = |ours: bool| {
+            let x = Tensor::<3>::from_data(TensorData::new(data.clone(), [rows, 1, keys]), &device)
+                .require_grad();
+            let t = x.clone().swap_dims(0, 1);
+            let y = if ours {
+                softmax_last(t)
+            } else {
+                burn::tensor::activation::softmax(t, 2)
+            };
+            let values = y.clone().into_data().try_to_vec::<f32>().unwrap();
+            let grads = y.mul(weights.clone()).sum().backward();
+            let grad = x
+                .grad(&grads)
+                .unwrap()
+                .into_data()
+                .try_to_vec::<f32>()
+                .unwrap();
+            (values, grad)
+        };
+        let (ours, ours_grad) = run(true);
+        let (burns, burns_grad) = run(false);
+        for (a, b) in ours.iter().zip(&burns) {
+            assert!((a - b).abs() < 1e-6, "{a} vs {b}");
+        }
+        for (a, b) in ours_grad.iter().zip(&burns_grad) {
+            assert!((a - b).abs() < 1e-5, "{a} vs {b}");
+        }
+        // Masked keys get exactly no weight and no gradient.
+        assert_eq!(ours[keys - 1], 0.0);
+        assert_eq!(ours_grad[keys - 1], 0.0);
     }
 
     fn assert_same_gradient(

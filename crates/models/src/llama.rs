@@ -3,13 +3,12 @@
 
 use burn::module::Module;
 use burn::nn::{Embedding, Linear};
-use burn::tensor::activation::softmax;
 use burn::tensor::{Device, Tensor, TensorData};
 
 use crate::batch::{attention_bias, TokenBatch};
 use crate::config::LlamaConfig;
 use crate::error::{ModelError, Result};
-use crate::fused::silu;
+use crate::fused::{silu, softmax_last};
 use crate::layers::{load_embedding, load_linear, RmsNorm};
 use crate::weights::TensorSource;
 
@@ -182,7 +181,7 @@ impl LlamaAttention {
             .matmul(k.swap_dims(2, 3))
             .mul_scalar(1.0 / (d as f64).sqrt())
             .add(bias.clone());
-        let context = softmax(scores, 3).matmul(v);
+        let context = softmax_last(scores).matmul(v);
         self.o_proj
             .forward(context.swap_dims(1, 2).reshape([b * t, h * d]))
             .reshape([b, t, hidden])

@@ -340,6 +340,31 @@ fn wgpu_forward_matches_cpu() {
     let diff = max_abs_diff(&silu_grad(&gpu), &silu_grad(&cpu));
     eprintln!("fused silu gradient, wgpu vs cpu: max |Δ| = {diff:e}");
     assert!(diff < 1e-4, "fused silu gradient wgpu vs cpu: {diff}");
+    // And the fused softmax (burn's forward kernel, our backward from burn's ops there).
+    let softmax_grad = |device: &Device| {
+        let x = Tensor::<2>::from_data(
+            TensorData::new(
+                (0..64).map(|i| (i % 11) as f32 / 3.0 - 1.5).collect(),
+                [4, 16],
+            ),
+            &device.clone().autodiff(),
+        )
+        .require_grad();
+        let weights = Tensor::<2>::from_data(
+            TensorData::new((0..64).map(|i| (i % 5) as f32).collect(), [4, 16]),
+            &device.clone().autodiff(),
+        );
+        let y = radit_models::fused::softmax_last(x.clone());
+        let grads = y.mul(weights).sum().backward();
+        x.grad(&grads)
+            .unwrap()
+            .into_data()
+            .try_to_vec::<f32>()
+            .unwrap()
+    };
+    let diff = max_abs_diff(&softmax_grad(&gpu), &softmax_grad(&cpu));
+    eprintln!("fused softmax gradient, wgpu vs cpu: max |Δ| = {diff:e}");
+    assert!(diff < 1e-4, "fused softmax gradient wgpu vs cpu: {diff}");
 }
 
 #[test]
