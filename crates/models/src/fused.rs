@@ -13,7 +13,7 @@ use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{unary, Backward, Ops, OpsKind};
 use burn::backend::autodiff::{Autodiff, NodeId};
-use burn::backend::ops::{ActivationOps, FloatTensorOps};
+use burn::backend::ops::ActivationOps;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{backend_extension, Backend, Cube, Dispatch, Flex, TensorMetadata};
 use burn::tensor::{DType, Tensor, TensorData};
@@ -53,10 +53,18 @@ pub trait FusedOps: Backend {
 
     /// The softmax backward from its output `y`: `y ⊙ (grad − Σ_last grad ⊙ y)`.
     fn softmax_last_backward(y: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
-        let last = y.shape().num_dims() - 1;
-        let dot = Self::float_sum_dim(Self::float_mul(grad.clone(), y.clone()), last);
-        Self::float_mul(y, Self::float_sub(grad, dot))
+        softmax_backward_composed::<Self>(y, grad)
     }
+}
+
+/// The softmax backward from burn's ops.
+fn softmax_backward_composed<B: Backend>(
+    y: FloatTensor<B>,
+    grad: FloatTensor<B>,
+) -> FloatTensor<B> {
+    let last = y.shape().num_dims() - 1;
+    let dot = B::float_sum_dim(B::float_mul(grad.clone(), y.clone()), last);
+    B::float_mul(y, B::float_sub(grad, dot))
 }
 
 /// SiLU from burn's ops (backends without a kernel of ours).
@@ -95,70 +103,73 @@ impl FusedOps for Cube {}
 
 impl FusedOps for Flex {
     fn gelu_erf(x: FloatTensor<Self>) -> FloatTensor<Self> {
-        flex_unary(Kernel::GeluForward, x).unwrap_or_else(Self::gelu)
+        flex_unary(Kernel::GeluForward, x, Self::gelu)
     }
 
     fn gelu_erf_backward(x: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
-        flex_with_grad(Kernel::GeluBackward, x, grad)
-            .unwrap_or_else(|(x, grad)| Self::gelu_backward(x, grad))
+        flex_with_grad(Kernel::GeluBackward, x, grad, Self::gelu_backward)
     }
 
     fn silu_fused(x: FloatTensor<Self>) -> FloatTensor<Self> {
-        flex_unary(Kernel::SiluForward, x).unwrap_or_else(silu_composed::<Self>)
+        flex_unary(Kernel::SiluForward, x, silu_composed::<Self>)
     }
 
     fn silu_fused_backward(x: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
-        flex_with_grad(Kernel::SiluBackward, x, grad)
-            .unwrap_or_else(|(x, grad)| silu_backward_composed::<Self>(x, grad))
+        flex_with_grad(
+            Kernel::SiluBackward,
+            x,
+            grad,
+            silu_backward_composed::<Self>,
+        )
     }
 
     fn softmax_last_backward(y: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
         let shape = y.shape();
         let row = shape[shape.num_dims() - 1];
-        flex_with_grad(Kernel::SoftmaxBackward { row }, y, grad).unwrap_or_else(|(y, grad)| {
-            let last = y.shape().num_dims() - 1;
-            let dot = Self::float_sum_dim(Self::float_mul(grad.clone(), y.clone()), last);
-            Self::float_mul(y, Self::float_sub(grad, dot))
-        })
+        flex_with_grad(
+            Kernel::SoftmaxBackward { row },
+            y,
+            grad,
+            softmax_backward_composed::<Self>,
+        )
     }
 }
 
-/// `kernel` over a dense f32 copy of `x`; `Err(x)` for other dtypes (burn's op runs instead).
-fn flex_unary(kernel: Kernel, x: FlexTensor) -> Result<FlexTensor, FlexTensor> {
+/// `kernel` over a dense f32 copy of `x`; `fallback` (burn's op) for other dtypes.
+fn flex_unary(
+    kernel: Kernel,
+    x: FlexTensor,
+    fallback: impl FnOnce(FlexTensor) -> FlexTensor,
+) -> FlexTensor {
     if x.dtype() != DType::F32 {
-        return Err(x);
+        return fallback(x);
     }
     let x = contiguous(x);
     let Some(input) = x.as_slice::<f32>() else {
-        return Err(x);
+        return fallback(x);
     };
     let mut out = vec![0.0f32; input.len()];
     parallel_map(kernel, input, None, &mut out);
-    Ok(FlexTensor::from_data(TensorData::new(
-        out,
-        x.layout().shape().clone(),
-    )))
+    FlexTensor::from_data(TensorData::new(out, x.layout().shape().clone()))
 }
 
-/// `kernel` over `x` and its incoming gradient; `Err` for other dtypes or shapes.
+/// `kernel` over `x` and its incoming gradient; `fallback` for other dtypes or shapes.
 fn flex_with_grad(
     kernel: Kernel,
     x: FlexTensor,
     grad: FlexTensor,
-) -> Result<FlexTensor, (FlexTensor, FlexTensor)> {
+    fallback: impl FnOnce(FlexTensor, FlexTensor) -> FlexTensor,
+) -> FlexTensor {
     if x.dtype() != DType::F32 || grad.dtype() != DType::F32 || x.shape() != grad.shape() {
-        return Err((x, grad));
+        return fallback(x, grad);
     }
     let (x, grad) = (contiguous(x), contiguous(grad));
     let (Some(input), Some(g)) = (x.as_slice::<f32>(), grad.as_slice::<f32>()) else {
-        return Err((x, grad));
+        return fallback(x, grad);
     };
     let mut out = vec![0.0f32; input.len()];
     parallel_map(kernel, input, Some(g), &mut out);
-    Ok(FlexTensor::from_data(TensorData::new(
-        out,
-        x.layout().shape().clone(),
-    )))
+    FlexTensor::from_data(TensorData::new(out, x.layout().shape().clone()))
 }
 
 /// The elementwise ops of [`FusedOps`] with an autodiff node: the forward keeps its input,
