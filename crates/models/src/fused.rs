@@ -365,6 +365,9 @@ fn gelu_backward_lanes(x: &[f32], g: &[f32], out: &mut [f32]) {
 /// is kept in 16 partial sums, so it vectorizes (a reassociation of the sum).
 #[inline(always)]
 fn softmax_backward_rows(row: usize, y: &[f32], g: &[f32], out: &mut [f32]) {
+    if row == 0 {
+        return; // An empty softmax dimension: no element, nothing to write.
+    }
     for ((y, g), out) in y
         .chunks_exact(row)
         .zip(g.chunks_exact(row))
