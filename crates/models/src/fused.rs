@@ -485,59 +485,70 @@ mod tests {
         assert!(erf(f32::NAN).is_nan() && exp(f32::NAN).is_nan());
     }
 
+    type Backward = fn(FloatTensor<Dispatch>, FloatTensor<Dispatch>) -> FloatTensor<Dispatch>;
+
     /// The kernels against the definition in f64, on lengths around the task size (one task,
     /// several, a ragged tail).
     #[test]
-    fn flex_gelu_and_its_backward_match_the_definition() {
-        let device = Device::flex();
+    fn flex_kernels_and_their_backwards_match_the_definitions() {
+        let gelu_value = |x: f64| x * 0.5 * (1.0 + libm::erf(x / std::f64::consts::SQRT_2));
+        let gelu_slope = |x: f64| {
+            let cdf = 0.5 * (1.0 + libm::erf(x / std::f64::consts::SQRT_2));
+            cdf + x * (-0.5 * x * x).exp() / (2.0 * std::f64::consts::PI).sqrt()
+        };
+        let sigmoid = |x: f64| 1.0 / (1.0 + (-x).exp());
+        let silu_value = |x: f64| x * sigmoid(x);
+        let silu_slope = |x: f64| sigmoid(x) * (1.0 + x * (1.0 - sigmoid(x)));
         for n in [7, TASK, 3 * TASK + 5] {
-            let xs: Vec<f32> = (0..n)
-                .map(|i| ((i * 7919) % 2001) as f32 / 200.0 - 5.0)
-                .collect();
-            let gs: Vec<f32> = (0..n).map(|i| ((i % 13) as f32 - 6.0) / 3.0).collect();
-            let x = Tensor::<1>::from_data(TensorData::new(xs.clone(), [n]), &device);
-            let g = Tensor::<1>::from_data(TensorData::new(gs.clone(), [n]), &device);
-            let y = gelu(x.clone()).into_data().try_to_vec::<f32>().unwrap();
-            let dx = Tensor::<1>::from_dispatch(<Dispatch as FusedOps>::gelu_erf_backward(
-                x.into_dispatch(),
-                g.into_dispatch(),
-            ))
+            assert_kernel_matches(
+                n,
+                "gelu",
+                gelu,
+                <Dispatch as FusedOps>::gelu_erf_backward,
+                &gelu_value,
+                &gelu_slope,
+            );
+            assert_kernel_matches(
+                n,
+                "silu",
+                silu,
+                <Dispatch as FusedOps>::silu_fused_backward,
+                &silu_value,
+                &silu_slope,
+            );
+        }
+    }
+
+    /// `forward` and `backward` on `n` inputs in [-5, 5] against `value` and `slope` in f64.
+    fn assert_kernel_matches(
+        n: usize,
+        name: &str,
+        forward: fn(Tensor<1>) -> Tensor<1>,
+        backward: Backward,
+        value: &dyn Fn(f64) -> f64,
+        slope: &dyn Fn(f64) -> f64,
+    ) {
+        let device = Device::flex();
+        let xs: Vec<f32> = (0..n)
+            .map(|i| ((i * 7919) % 2001) as f32 / 200.0 - 5.0)
+            .collect();
+        let gs: Vec<f32> = (0..n).map(|i| ((i % 13) as f32 - 6.0) / 3.0).collect();
+        let x = Tensor::<1>::from_data(TensorData::new(xs.clone(), [n]), &device);
+        let g = Tensor::<1>::from_data(TensorData::new(gs.clone(), [n]), &device);
+        let y = forward(x.clone()).into_data().try_to_vec::<f32>().unwrap();
+        let dx = Tensor::<1>::from_dispatch(backward(x.into_dispatch(), g.into_dispatch()))
             .into_data()
             .try_to_vec::<f32>()
             .unwrap();
-            for i in 0..n {
-                let x = f64::from(xs[i]);
-                let cdf = 0.5 * (1.0 + libm::erf(x / std::f64::consts::SQRT_2));
-                let pdf = (-0.5 * x * x).exp() / (2.0 * std::f64::consts::PI).sqrt();
-                assert!(
-                    (f64::from(y[i]) - x * cdf).abs() < 2e-6,
-                    "gelu({x}) = {}",
-                    y[i]
-                );
-                let want = f64::from(gs[i]) * (cdf + x * pdf);
-                assert!((f64::from(dx[i]) - want).abs() < 4e-6, "gelu'({x})");
-            }
-            let x = Tensor::<1>::from_data(TensorData::new(xs.clone(), [n]), &device);
-            let g = Tensor::<1>::from_data(TensorData::new(gs.clone(), [n]), &device);
-            let y = silu(x.clone()).into_data().try_to_vec::<f32>().unwrap();
-            let dx = Tensor::<1>::from_dispatch(<Dispatch as FusedOps>::silu_fused_backward(
-                x.into_dispatch(),
-                g.into_dispatch(),
-            ))
-            .into_data()
-            .try_to_vec::<f32>()
-            .unwrap();
-            for i in 0..n {
-                let x = f64::from(xs[i]);
-                let s = 1.0 / (1.0 + (-x).exp());
-                assert!(
-                    (f64::from(y[i]) - x * s).abs() < 2e-6,
-                    "silu({x}) = {}",
-                    y[i]
-                );
-                let want = f64::from(gs[i]) * s * (1.0 + x * (1.0 - s));
-                assert!((f64::from(dx[i]) - want).abs() < 4e-6, "silu'({x})");
-            }
+        for i in 0..n {
+            let x = f64::from(xs[i]);
+            assert!(
+                (f64::from(y[i]) - value(x)).abs() < 2e-6,
+                "{name}({x}) = {}",
+                y[i]
+            );
+            let want = f64::from(gs[i]) * slope(x);
+            assert!((f64::from(dx[i]) - want).abs() < 4e-6, "{name}'({x})");
         }
     }
 
